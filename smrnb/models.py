@@ -150,11 +150,14 @@ class CompressedViT(VisionTransformer):
     @property
     def num_tokens(self) -> int: return self.patch_embed.num_patches + self.num_prefix_tokens
 
-    def set_schedule(self, schedule):
-        "Set (and check) the compression schedule; `None` removes the compressors."
+    def set_schedule(self, schedule, compressor: Optional[str] = None):
+        "Set (and check) the compression schedule and optionally the compressor; `None` removes the compressors."
+        cfg = self.cfg if compressor is None else CompressionConfig(compressor, self.cfg.placement, self.cfg.prop_attn,
+                                                                     self.cfg.split, self.cfg.class_token)
         sched = parse_schedule(schedule, len(self.blocks))
-        token_counts(sched, self.num_tokens, self.cfg.method, self.cfg.class_token)
-        self.schedule = sched
+        token_counts(sched, self.num_tokens, cfg.method, cfg.class_token)
+        self.schedule, self.cfg = sched, cfg
+        return self
 
     def forward_features(self, x, generator=None) -> EncoderOutput:
         x = self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
