@@ -159,9 +159,21 @@ class CompressedViT(VisionTransformer):
         self.schedule, self.cfg = sched, cfg
         return self
 
-    def forward_features(self, x, generator=None) -> EncoderOutput:
-        x = self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
-        s, counts, sized = TokenState.start(x), [x.shape[1]], False
+    def forward_features(self, x, generator=None, keep=None, mask=None, mask_token=None) -> EncoderOutput:
+        "Final tokens with size, source and counts. `keep (B,K)`: only these patches enter (MAE); `mask (B,P)`: replaced by `mask_token` (BEiT)."
+        x = self.patch_embed(x)
+        if mask is not None:
+            if mask_token is None: raise ValueError("mask given without mask_token: BEiT-style masking replaces masked patches by a learned token")
+            w = mask.unsqueeze(-1).to(x.dtype)
+            x = x * (1 - w) + mask_token.to(x.dtype) * w
+        s = TokenState.start(self._pos_embed(x))
+        if keep is not None:
+            p = self.num_prefix_tokens
+            idx = torch.cat([torch.arange(p, device=keep.device).expand(keep.shape[0], p), keep + p], 1)
+            g = lambda t: t.gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+            s = TokenState(g(s.x), g(s.size), g(s.source))
+        s = TokenState(self.norm_pre(self.patch_drop(s.x)), s.size, s.source)
+        counts, sized = [s.n], False
         ckpt = self.grad_checkpointing and torch.is_grad_enabled()
         if ckpt and generator is not None and self.cfg.method == "rd":
             raise ValueError("gradient checkpointing replays the global RNG only: pass generator=None with rd")
