@@ -77,12 +77,12 @@ class SeededDataset(Dataset):
     def __len__(self): return len(self.ds)
     def __getitem__(self, key):
         epoch, i = key
-        s = int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0])
-        py, npy = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s); random.seed(s); np.random.seed(s)
-            try: return self.ds[i]
-            finally: random.setstate(py); np.random.set_state(npy)
+        s = ((self.seed * 1_000_003 + epoch) * 1_000_003 + i) % 2**32
+        states = torch.get_rng_state(), random.getstate(), np.random.get_state()
+        torch.manual_seed(s); random.seed(s); np.random.seed(s)
+        try: return self.ds[i]
+        finally:
+            torch.set_rng_state(states[0]); random.setstate(states[1]); np.random.set_state(states[2])
 
 # %% ../nbs/10_train.ipynb #c015
 def setup_distributed(device: str = "auto"):
