@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Launch a paper experiment: expand it into runs, skip those done, submit the rest with submitit.
+
+    python slurm/launch.py --list
+    python slurm/launch.py --exp smr_ablation_4f --scale tiny --cluster local
+    python slurm/launch.py --exp smr_ablation_4f --scale paper --dry-run
+    python slurm/launch.py --exp smr_ablation_4f --scale paper --cluster slurm --partition gpu
+    python slurm/launch.py --exp smr_ablation_4f --status
+    python slurm/launch.py --exp smr_table2 --set epochs=10 --set batch_size=512 --dry-run
+"""
+import argparse, json, sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository, when run without the venv's .pth
+
+
+def parse_set(items):
+    "`key=value` pairs; values parsed as JSON when they are JSON (numbers, true/false, null, lists), else strings."
+    out = {}
+    for it in items or []:
+        if "=" not in it: raise SystemExit(f"--set expects key=value, got {it!r}")
+        k, v = it.split("=", 1)
+        try: out[k] = json.loads(v)
+        except json.JSONDecodeError: out[k] = v
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--exp", help="experiment name (see --list)")
+    p.add_argument("--scale", default="tiny", choices=("tiny", "paper"))
+    p.add_argument("--cluster", default="local", choices=("slurm", "local", "debug"))
+    p.add_argument("--dry-run", action="store_true", help="print the plan (runs, configs, resources, job parameters); submit nothing")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key in every run")
+    p.add_argument("--list", action="store_true", help="list the experiments")
+    p.add_argument("--status", action="store_true", help="show each run's state")
+    p.add_argument("--runs-root", default="runs", help="where run directories go (default: runs/)")
+    p.add_argument("--partition", default=None, help="SLURM partition")
+    p.add_argument("--parallel", type=int, default=1, help="local/debug: runs at a time")
+    a = p.parse_args(argv)
+    from smrnb.experiments import EXPERIMENTS
+    from smrnb import launch as L
+    if a.list:
+        for name, e in EXPERIMENTS.items(): print(f"{name:20s} Table/Fig {e.table:6s} {e.description}")
+        return 0
+    if not a.exp: p.error("--exp NAME is required (or --list)")
+    try:
+        overrides = parse_set(a.set)
+        if a.status: L.status(a.exp, a.scale, overrides, a.runs_root); return 0
+        L.launch(a.exp, a.scale, a.cluster, overrides, a.dry_run, a.runs_root, a.partition, a.parallel)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr); return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
