@@ -421,7 +421,7 @@ def mixup_fn(num_classes: int, mixup: float = 0.8, cutmix: float = 1.0, label_sm
     return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=prob, switch_prob=switch_prob, mode=mode,
                  label_smoothing=label_smoothing, num_classes=num_classes)
 
-# %% ../nbs/06_data.ipynb #c050
+# %% ../nbs/06_data.ipynb #c052
 def seed_worker(worker_id: int) -> None:
     "`worker_init_fn`: seed numpy and `random` from the worker's torch seed."
     s = torch.initial_seed() % 2**32
@@ -438,7 +438,7 @@ def make_loader(dataset, batch_size: int, shuffle: bool, num_workers: int = 0, s
         worker_init_fn=seed_worker, pin_memory=pin_memory, collate_fn=collate_fn,
         persistent_workers=persistent_workers and num_workers > 0)
 
-# %% ../nbs/06_data.ipynb #c055
+# %% ../nbs/06_data.ipynb #c057
 CLI_COMMANDS = ("verify", "make-toy", "imagenet")
 
 @call_parse

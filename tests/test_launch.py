@@ -4,24 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-LAUNCH = [sys.executable, str(ROOT / "slurm" / "launch.py")]
-
-
-def run(*args, cwd=None):
-    return subprocess.run(LAUNCH + list(args), capture_output=True, text=True, cwd=cwd, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    from smrnb.data import make_toy_dataset
-    d = tmp_path_factory.mktemp("toy")
-    make_toy_dataset(d, n_train=7, n_val=2, size=32)
-    return d
-
-
-def tiny_sets(toy):
-    return ["--set", f"data_root={toy}", "--set", "epochs=1", "--set", "batch_size=32", "--set", "warmup_epochs=1"]
+from conftest import run, tiny_sets
 
 
 def test_list_and_errors():
@@ -48,7 +31,7 @@ def test_debug_cluster_runs_evaluates_skips(tmp_path, toy):
     assert r.returncode == 0, r.stdout + r.stderr
     st = run("--exp", "smr_ablation_4f", "--status", "--runs-root", str(tmp_path), *tiny_sets(toy))
     lines = [l for l in st.stdout.splitlines() if l.strip()]
-    assert lines and all(" done" in l for l in lines), st.stdout
+    assert lines and all(l.split()[1] == "done" for l in lines), st.stdout
     evals = list(tmp_path.glob("tiny/smr_ablation_4f/*/eval.json"))
     assert len(evals) == len(lines)
     again = run(*args)

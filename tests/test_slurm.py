@@ -1,0 +1,55 @@
+"""The launcher against a real SLURM cluster (CI brings a single-node one up with .ci/slurm-up):
+a job array with dependent evaluation jobs, and a preempted job that is requeued and resumes."""
+import json, re, shutil, time
+from pathlib import Path
+import pytest
+import torch
+from conftest import run, tiny_sets
+
+pytestmark = pytest.mark.skipif(shutil.which("sbatch") is None,
+                                reason="no SLURM on this machine: .ci/run brings one up with .ci/slurm-up (the same tests run with --cluster local in test_launch.py)")
+
+
+def wait_all_done(exp, runs_root, toy, limit_s=900):
+    t0 = time.time()
+    while time.time() - t0 < limit_s:
+        st = run("--exp", exp, "--status", "--runs-root", str(runs_root), *tiny_sets(toy))
+        lines = [l for l in st.stdout.splitlines() if l.strip()]
+        if lines and all(l.split()[1] == "done" for l in lines): return lines
+        assert not any(l.split()[1] == "failed" for l in lines), st.stdout
+        time.sleep(3)
+    raise AssertionError(f"runs not done after {limit_s} s:\n{st.stdout}")
+
+
+def test_slurm_job_array_then_dependent_evaluation(tmp_path, toy):
+    r = run("--exp", "smr_ablation_4f", "--scale", "tiny", "--cluster", "slurm", "--runs-root", str(tmp_path), *tiny_sets(toy))
+    assert r.returncode == 0, r.stdout + r.stderr
+    pre = re.findall(r"pre-train job (\S+), eval job (\S+)", r.stdout)
+    assert len(pre) == 5
+    assert all("_" in p for p, _ in pre)                       # array task ids: <array>_<task>
+    assert len({p.split("_")[0] for p, _ in pre}) == 1         # one array
+    lines = wait_all_done("smr_ablation_4f", tmp_path, toy)
+    assert len(lines) == 5 and len(list(tmp_path.glob("tiny/smr_ablation_4f/*/eval.json"))) == 5
+
+
+def test_slurm_preemption_requeues_and_resumes(tmp_path, toy):
+    import submitit
+    from smrnb.launch import RunJob
+    from smrnb.tiny import tiny_config
+    from smrnb.train import train
+    cfg = lambda name: tiny_config("smr", tmp_path / name, toy, epochs=40, batch_size=16, ckpt_every=2, log_every=1).to_dict()
+    train(cfg("straight"), progress=False)
+    ex = submitit.AutoExecutor(folder=str(tmp_path / "jobs" / "%j"), cluster="slurm", slurm_max_num_timeout=3)
+    ex.update_parameters(timeout_min=30, cpus_per_task=2, mem_gb=2, name="smrnb-preempt")   # > 10 min: the preemption branch
+    job = ex.submit(RunJob(cfg("requeued"), "pretrain"))
+    ck = tmp_path / "requeued" / "checkpoints" / "last.pt"
+    t0 = time.time()
+    while not ck.exists():
+        assert time.time() - t0 < 300, f"no checkpoint; job state {job.state}"
+        time.sleep(0.5)
+    job._interrupt()                   # USR2 as on preemption: RunJob.checkpoint -> requeue -> resume
+    job.result()
+    assert "resuming" in job.stdout(), job.stdout()[-2000:]
+    a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=False)["model"]
+    b = torch.load(ck, weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
