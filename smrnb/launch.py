@@ -35,24 +35,25 @@ def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> di
     run = RunDir(cfg.run_dir)
     if not run.done: raise RuntimeError(f"{run.path} has not finished pre-training: evaluate after it (the launcher makes evaluation depend on it)")
     res = dict(evaluate=evaluate)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     val_tf = finetune_transform(cfg.img_size, is_training=False)
     bs = kw.pop("batch_size", 128)
     if evaluate == "linear_probe":
         tr, va = _loaders(cfg, val_tf, val_tf, bs)
         enc = load_encoder(cfg)
-        a, ay = E.extract_features(enc, tr); b, by = E.extract_features(enc, va)
+        a, ay = E.extract_features(enc, tr, device=dev); b, by = E.extract_features(enc, va, device=dev)
         res.update(linear_probe=E.linear_probe(a, ay, b, by, epochs=kw.get("epochs", 100), seed=cfg.seed), knn=E.knn_accuracy(a, ay, b, by))
     elif evaluate == "finetune":
         tr, va = _loaders(cfg, finetune_transform(cfg.img_size, is_training=True), val_tf, bs)
         n_cls = int(max(tr.dataset.targets)) + 1
-        r = E.finetune(load_encoder(cfg), tr, va, n_cls, seed=cfg.seed, **kw)
+        r = E.finetune(load_encoder(cfg), tr, va, n_cls, seed=cfg.seed, device=dev, **kw)
         res.update(top1_finetune=r["val_acc"], history=r["history"])
     elif evaluate == "compactness":
         from smrnb.pretrain import Pretrainer
         from smrnb.train import load_model_state
         _, va = _loaders(cfg, val_tf, val_tf, bs)
         m = Pretrainer(cfg); load_model_state(m, torch.load(run.ckpt, map_location="cpu", weights_only=False)["model"])
-        res.update(compactness=E.compactness(m, va, **kw))
+        res.update(compactness=E.compactness(m, va, device=dev, **kw))
     elif evaluate == "complexity":
         from smrnb.complexity import encoder_cost
         c = cfg.resolved()
