@@ -41,16 +41,22 @@ def test_debug_cluster_runs_evaluates_skips(tmp_path, toy):
 def test_local_timeout_requeue_resumes_to_the_same_weights(tmp_path, toy):
     """A local submitit job that reaches its time limit gets the signal, is checkpointed and requeued by
     submitit (RunJob is Checkpointable), resumes from last.pt, and ends with the same weights as an
-    uninterrupted run."""
+    uninterrupted run. The run is sized from this machine's measured speed so that it needs about three
+    attempts of 40 s (submitit's local controller allows 6)."""
+    import math, time
     import submitit
     from smrnb.launch import RunJob
     from smrnb.tiny import tiny_config
     from smrnb.train import train
-    cfg = lambda name: tiny_config("smr", tmp_path / name, toy, epochs=60, batch_size=16, ckpt_every=2, log_every=1).to_dict()
-    train(cfg("straight"), progress=False)
+    cfg = lambda name, epochs: tiny_config("smr", tmp_path / name, toy, epochs=epochs, batch_size=16, ckpt_every=2,
+                                           log_every=1).to_dict()
+    t = time.time(); train(cfg("calibrate", 5), progress=False)             # 20 steps
+    rate = 20 / (time.time() - t)
+    epochs = max(10, math.ceil(75 * rate / 4))                               # ~75 s of training, 4 steps an epoch
+    train(cfg("straight", epochs), progress=False)
     ex = submitit.LocalExecutor(folder=str(tmp_path / "jobs"), max_num_timeout=10)
-    ex.update_parameters(timeout_min=0.5, signal_delay_s=5)     # signal after 25 s: a few attempts, each resuming
-    job = ex.submit(RunJob(cfg("requeued"), "pretrain"))
+    ex.update_parameters(timeout_min=0.75, signal_delay_s=5)                # the signal after 40 s
+    job = ex.submit(RunJob(cfg("requeued", epochs), "pretrain"))
     job.wait()
     out = job.stdout()
     assert "Requeued" in out and "resuming" in out, out[-2000:]
