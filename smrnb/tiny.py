@@ -86,5 +86,4 @@ def main(out: str = "runs/tiny",          # where the runs and the results table
          epochs: int = 30,                # pre-training epochs per run
          target: str = "pixel"):          # SMR's target: pixel or ema
     "Pre-train SMR and MAE on the toy set, linear-probe them and a random encoder, print the accuracies."
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     tiny_paper(out, data_root, tuple(int(s) for s in seeds.split(",")), epochs, target)
