@@ -16,12 +16,12 @@ from fastcore.script import call_parse
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ImageNetInfo, Mixup, create_transform
 
 # %% auto #0
-__all__ = ['MANIFEST_COLUMNS', 'OPTIONAL_COLUMNS', 'BUILD_HINT', 'TOY_VERSION', 'TOY_CLASSES', 'IMAGE_EXTENSIONS', 'CLI_COMMANDS',
-           'check_manifest', 'write_manifest', 'read_manifest', 'classes_path', 'write_classes', 'read_classes',
-           'ManifestDataset', 'file_sha256', 'verify', 'verify_report', 'toy_image', 'make_toy_dataset',
-           'imagenet_classes', 'imagenet_manifest', 'class_balanced_subset', 'pareto_class_sizes', 'long_tailed_subset',
-           'manifest_from_list', 'write_imagenet_manifests', 'pretrain_transform', 'finetune_transform', 'mixup_fn',
-           'seed_worker', 'make_loader', 'main']
+__all__ = ['MANIFEST_COLUMNS', 'OPTIONAL_COLUMNS', 'BUILD_HINT', 'TOY_VERSION', 'TOY_RADIUS', 'TOY_ROTATION', 'TOY_CLASSES',
+           'IMAGE_EXTENSIONS', 'CLI_COMMANDS', 'check_manifest', 'write_manifest', 'read_manifest', 'classes_path',
+           'write_classes', 'read_classes', 'ManifestDataset', 'file_sha256', 'verify', 'verify_report', 'toy_image',
+           'make_toy_dataset', 'imagenet_classes', 'imagenet_manifest', 'class_balanced_subset', 'pareto_class_sizes',
+           'long_tailed_subset', 'manifest_from_list', 'write_imagenet_manifests', 'pretrain_transform',
+           'finetune_transform', 'mixup_fn', 'seed_worker', 'make_loader', 'main']
 
 # %% ../nbs/06_data.ipynb #c006
 MANIFEST_COLUMNS = ("path", "label", "split")
@@ -186,7 +186,9 @@ def verify_report(res: dict, show: int = 5) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/06_data.ipynb #c019
-TOY_VERSION = 1
+TOY_VERSION = 2
+TOY_RADIUS = (0.28, 0.45)     # object radius, as a fraction of the image side
+TOY_ROTATION = np.pi / 9     # rotation drawn in [-20, 20] degrees
 
 def _poly_circle(ax=1.0, ay=1.0, n=48):
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
@@ -239,9 +241,9 @@ def toy_image(label: int, rng: np.random.Generator, size: int = 64, supersample:
     if size < 16: raise ValueError(f"size={size} is too small to draw a recognisable shape; use 16 or more")
     yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
     bg = _toy_background(rng, size, xx, yy)
-    r = rng.uniform(0.18, 0.36) * size
+    r = rng.uniform(*TOY_RADIUS) * size
     cx, cy = rng.uniform(r, size - r, 2)
-    th = rng.uniform(0, 2 * np.pi); sx, sy = r * rng.uniform(0.9, 1.1, 2)
+    th = rng.uniform(-TOY_ROTATION, TOY_ROTATION); sx, sy = r * rng.uniform(0.9, 1.1, 2)
     rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
     s = supersample
     mask = Image.new("L", (size * s, size * s), 0); draw = ImageDraw.Draw(mask)
@@ -259,7 +261,7 @@ def toy_image(label: int, rng: np.random.Generator, size: int = 64, supersample:
     return Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
 
 # %% ../nbs/06_data.ipynb #c026
-def make_toy_dataset(root, n_train: int = 100, n_val: int = 20, size: int = 64, seed: int = 0,
+def make_toy_dataset(root, n_train: int = 500, n_val: int = 50, size: int = 64, seed: int = 0,
                      force: bool = False) -> Path:
     "Generate (or reuse) the embedded toy set under `root`; returns the manifest path."
     for k, v in (("n_train", n_train), ("n_val", n_val)):
@@ -449,8 +451,8 @@ def main(cmd: str,                 # verify, make-toy or imagenet
          check_hash: bool = False, # verify: also compare sha256 digests
          hashes: bool = False,     # imagenet: also record sha256 digests (reads every file)
          workers: int = 0,         # verify: decoding threads
-         n_train: int = 100,       # make-toy: train images per class
-         n_val: int = 20,          # make-toy: val images per class
+         n_train: int = 500,       # make-toy: train images per class
+         n_val: int = 50,          # make-toy: val images per class
          size: int = 64,           # make-toy: image side in pixels
          seed: int = 0):           # make-toy, imagenet: generator / subset seed
     "Build and check dataset manifests: `verify`, `make-toy` or `imagenet`."

@@ -65,7 +65,7 @@ MAE_RECIPE = dict(batch_size=4096, blr=1.5e-4, warmup_epochs=40, betas=(0.9, 0.9
 PAPER_GPU = dict(nodes=1, gpus_per_node=8, timeout_min=4320, cpus_per_task=10, mem_gb=480)
 
 # %% ../nbs/13_experiments.ipynb #c011
-TINY_DIVISOR = 20                      # tiny epochs = paper epochs / 20 (100 -> 5)
+TINY_DIVISOR = 50                      # tiny epochs = paper epochs / 50 (100 -> 2)
 SCALE_FREE = ("method", "schedule", "compressor", "placement", "prop_attn", "target", "input_mask", "mask_ratio",
               "norm_pix", "loss", "beta", "loss_on", "decoder_depth", "fill", "epochs", "seed")
 TINY_DEEP = dict(arch="vit_tiny", img_size=128)   # 12 blocks, 8x8 = 64 patches
@@ -215,7 +215,7 @@ _T8 = [Variant("sd", dict(method="sd"), evaluate="complexity", paper=published("
        Variant("smr", _smr(), evaluate="complexity", paper=published("8", "SMR, ViT-B", 12.8, "gmacs"))]
 
 # %% ../nbs/13_experiments.ipynb #c029
-_TINY_NOTE = (" Tiny scale: toy set, tiny_config recipe, CLIP target -> EMA teacher, token counts x 64/196, epochs / 20.")
+_TINY_NOTE = (" Tiny scale: toy set, tiny_config recipe, CLIP target -> EMA teacher, token counts x 64/196, epochs / 50.")
 EXPERIMENTS = {e.name: e for e in [
     _exp("smr_table2", "2", "ViT-B ImageNet-1K fine-tuning: SMR (CLIP-B 300/800, CLIP-L 300) vs MAE, FD-CLIP (sd), BEiT-v2-like (mim_sd)." + _TINY_NOTE,
          _T2, paper=dict(epochs=300)),

@@ -44,7 +44,8 @@ def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> di
         a, ay = E.extract_features(enc, tr, device=dev); b, by = E.extract_features(enc, va, device=dev)
         res.update(linear_probe=E.linear_probe(a, ay, b, by, epochs=kw.get("epochs", 100), seed=cfg.seed), knn=E.knn_accuracy(a, ay, b, by))
     elif evaluate == "finetune":
-        tr, va = _loaders(cfg, finetune_transform(cfg.img_size, is_training=True), val_tf, bs)
+        aug = {k: kw.pop(k) for k in ("auto_augment", "re_prob") if k in kw}   # training-transform options
+        tr, va = _loaders(cfg, finetune_transform(cfg.img_size, is_training=True, **aug), val_tf, bs)
         n_cls = int(max(tr.dataset.targets)) + 1
         r = E.finetune(load_encoder(cfg), tr, va, n_cls, seed=cfg.seed, device=dev, **kw)
         res.update(top1_finetune=r["val_acc"], history=r["history"])
@@ -99,11 +100,13 @@ def run_state(run_dir, evaluate: str = "none") -> tuple[str, str]:
         return "failed", lines[-1] if lines else ""
     if (p / "done").exists(): return "evaluating", "pre-training done, evaluation pending"
     if (p / "launch.json").exists():
-        info = json.loads((p / "launch.json").read_text())
+        try: info = json.loads((p / "launch.json").read_text())
+        except ValueError: info = {}
         last = ""
         if (p / "metrics.jsonl").exists():
             rows = (p / "metrics.jsonl").read_text().splitlines()
-            if rows: r = json.loads(rows[-1]); last = f"step {r['step']}, loss {r['loss']:.4f}"
+            try: r = json.loads(rows[-1]); last = f"step {r['step']}, loss {r['loss']:.4f}"
+            except (IndexError, ValueError, KeyError, TypeError): last = "no complete metrics line yet"
         return "running", f"job {info.get('pretrain_job', '?')}" + (f", {last}" if last else "")
     return "not launched", ""
 
@@ -133,7 +136,9 @@ def make_executor(cluster: str, folder, params: dict):
 
 # %% ../nbs/14_launch.ipynb #c016
 EVAL_DEFAULTS = {  # per scale and evaluation: keyword arguments of the evaluation (paper: the Table 6 recipe defaults)
-    "tiny": {"finetune": dict(epochs=5, batch_size=64, warmup_epochs=1), "linear_probe": dict(epochs=100)},
+    "tiny": {"finetune": dict(epochs=3, batch_size=64, warmup_epochs=0.5, blr=4e-3, layer_decay=0.75, drop_path=0.1,
+                              mixup=0.0, cutmix=0.0, auto_augment=None, re_prob=0.0),   # 3 x 78 steps: no heavy augmentation
+             "linear_probe": dict(epochs=100)},
     "paper": {"finetune": dict(epochs=100, batch_size=1024), "linear_probe": dict(epochs=90)},
 }
 

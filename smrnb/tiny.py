@@ -19,10 +19,10 @@ from .train import TrainConfig, train, load_model_state, RunDir
 __all__ = ['tiny_config', 'load_encoder', 'probe', 'tiny_paper', 'main']
 
 # %% ../nbs/12_tiny.ipynb #c006
-def tiny_config(method: str, run_dir, data_root, seed: int = 0, epochs: int = 30, target: str = "pixel", **over) -> TrainConfig:
+def tiny_config(method: str, run_dir, data_root, seed: int = 0, epochs: int = 8, target: str = "pixel", **over) -> TrainConfig:
     "The tiny-scale pre-training config of `method` (`smr` or `mae`) on the toy set."
     cfg = dict(method=method, arch="test", img_size=32, data_root=str(data_root), run_dir=str(run_dir), seed=seed,
-               epochs=epochs, batch_size=64, blr=6e-4, warmup_epochs=max(1, epochs // 10), min_lr=0.0, betas=(0.9, 0.95),
+               epochs=epochs, batch_size=64, blr=4e-3, warmup_epochs=max(1, epochs // 10), min_lr=0.0, betas=(0.9, 0.95),
                weight_decay=0.05, drop_path=0.0, log_every=10, decoder_width=64, decoder_heads=4, decoder_depth=2,
                crop_scale=(0.5, 1.0))
     if method == "smr": cfg.update(schedule="8x4", target=target)
@@ -47,7 +47,7 @@ def probe(encoder, data_root, img_size: int = 32, seed: int = 0) -> dict:
     return dict(linear_probe=linear_probe(a, ay, b, by, epochs=100, seed=seed), knn=knn_accuracy(a, ay, b, by))
 
 # %% ../nbs/12_tiny.ipynb #c009
-def tiny_paper(out="runs/tiny", data_root="data/toy", seeds=(0,), epochs: int = 30, target: str = "pixel",
+def tiny_paper(out="runs/tiny", data_root="data/toy", seeds=(0,), epochs: int = 8, target: str = "pixel",
                methods=("smr", "mae"), verbose: bool = True, **over) -> pd.DataFrame:
     "Pre-train each method for each seed, probe them and a random encoder; returns (and writes) the table."
     say = print if verbose else (lambda *a, **k: None)
@@ -83,7 +83,7 @@ def tiny_paper(out="runs/tiny", data_root="data/toy", seeds=(0,), epochs: int = 
 def main(out: str = "runs/tiny",          # where the runs and the results table go
          data_root: str = "data/toy",     # the embedded toy set (built if missing)
          seeds: str = "0",                # comma-separated seeds
-         epochs: int = 30,                # pre-training epochs per run
+         epochs: int = 8,                 # pre-training epochs per run
          target: str = "pixel"):          # SMR's target: pixel or ema
     "Pre-train SMR and MAE on the toy set, linear-probe them and a random encoder, print the accuracies."
     tiny_paper(out, data_root, tuple(int(s) for s in seeds.split(",")), epochs, target)
