@@ -10,8 +10,8 @@ import submitit
 from .experiments import get_experiment, run_configs
 
 # %% auto #0
-__all__ = ['CLUSTERS', 'EVAL_DEFAULTS', 'evaluate_run', 'RunJob', 'run_state', 'executor_params', 'make_executor', 'plan',
-           'print_plan', 'launch', 'status']
+__all__ = ['CLUSTERS', 'EVAL_DEFAULTS', 'TINY_EVALUATE', 'evaluate_run', 'RunJob', 'run_state', 'executor_params',
+           'make_executor', 'scale_evaluate', 'plan', 'print_plan', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
 def _loaders(cfg, train_tf, val_tf, batch_size):
@@ -91,14 +91,17 @@ class RunJob(submitit.helpers.Checkpointable):
 
 # %% ../nbs/14_launch.ipynb #c010
 def run_state(run_dir, evaluate: str = "none") -> tuple[str, str]:
-    "`(state, detail)` of a run: done, evaluating, running, failed, or not launched."
+    "`(state, detail)` of a run: done, evaluating (also: eval.json holds another evaluation), running, failed, or not launched."
     p = Path(run_dir)
-    evaluated = evaluate == "none" or (p / "eval.json").exists()
+    try: held = json.loads((p / "eval.json").read_text()).get("evaluate") if (p / "eval.json").exists() else None
+    except (ValueError, AttributeError): held = "unreadable"
+    evaluated = evaluate == "none" or held == evaluate
     if (p / "done").exists() and evaluated: return "done", ""
     if (p / "error.txt").exists():
         lines = [l for l in (p / "error.txt").read_text().splitlines() if l.strip()]
         return "failed", lines[-1] if lines else ""
-    if (p / "done").exists(): return "evaluating", "pre-training done, evaluation pending"
+    if (p / "done").exists():
+        return "evaluating", "pre-training done, " + (f"eval.json holds {held!r}, {evaluate} pending" if held else "evaluation pending")
     if (p / "launch.json").exists():
         try: info = json.loads((p / "launch.json").read_text())
         except ValueError: info = {}
@@ -142,11 +145,18 @@ EVAL_DEFAULTS = {  # per scale and evaluation: keyword arguments of the evaluati
     "paper": {"finetune": dict(epochs=100, batch_size=1024), "linear_probe": dict(epochs=90)},
 }
 
+TINY_EVALUATE = {"finetune": "linear_probe"}   # what stands in for an evaluation at tiny scale
+
+def scale_evaluate(evaluate: str, scale: str) -> str:
+    "The evaluation a variant's `evaluate` runs at `scale`."
+    return TINY_EVALUATE.get(evaluate, evaluate) if scale == "tiny" else evaluate
+
 def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None) -> list:
     "The runs of an experiment at a scale, each with its state."
     exp = get_experiment(exp_name)
     runs = run_configs(exp, scale, overrides)
     for r in runs:
+        r["evaluate"] = scale_evaluate(r["evaluate"], scale)
         if runs_root is not None:
             r["config"]["run_dir"] = str(Path(runs_root) / scale / exp_name / r["run_id"])
         r["eval_kw"] = dict(EVAL_DEFAULTS[scale].get(r["evaluate"], {}))

@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 import smrnb
 from fastcore.script import call_parse
-from .experiments import EXPERIMENTS, get_experiment, run_configs, SCALES, scale_count
-from .launch import run_state
+from .experiments import EXPERIMENTS, get_experiment, run_configs, SCALES, scale_count, paper_numbers
+from .launch import run_state, scale_evaluate
 from .train import TrainConfig
 
 # %% auto #0
@@ -37,15 +37,12 @@ def paper_cells(path=PAPER_CSV) -> pd.DataFrame:
 
 # %% ../nbs/15_report.ipynb #c009
 def registry_cells() -> pd.DataFrame:
-    "The registry's view of the paper: one row per (experiment, variant, metric), value NaN for variants without a number."
-    rows = []
-    for e in EXPERIMENTS.values():
-        for v in e.variants:
-            p = v.paper or {}
-            if not p: rows.append(dict(experiment=e.name, variant=v.name, table=e.table, metric=None, value=np.nan)); continue
-            for m, val in [(p["metric"], p["value"]), *p.get("more", {}).items()]:
-                rows.append(dict(experiment=e.name, variant=v.name, table=p["table"], row=p["row"], metric=m, value=val))
-    return pd.DataFrame(rows)
+    "The registry's view of the paper (`paper_numbers`) plus its variants without a number (metric None, value NaN)."
+    pn = paper_numbers().drop(columns="note")
+    have = set(zip(pn.experiment, pn.variant))
+    extra = [dict(experiment=e.name, variant=v.name, table=e.table, metric=None, value=np.nan)
+             for e in EXPERIMENTS.values() for v in e.variants if (e.name, v.name) not in have]
+    return pd.concat([pn, pd.DataFrame(extra)], ignore_index=True)
 
 def check_paper_cells(cells: pd.DataFrame | None = None) -> list:
     "Disagreements between `paper_numbers.csv` and the registry (an empty list when they agree)."
@@ -89,6 +86,7 @@ def run_rows(exp: str, runs_dir, scale: str = "tiny") -> pd.DataFrame:
     rows = []
     for r in run_configs(exp, scale, root=str(runs_dir)):
         d, current = Path(r["config"]["run_dir"]), True
+        r["evaluate"] = scale_evaluate(r["evaluate"], scale)
         state, detail = run_state(d, r["evaluate"])
         if state == "not launched":
             older = [p for p in (runs_dir / scale / exp.name).glob(f"{r['variant']}-*")
@@ -180,11 +178,14 @@ def report_table(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | 
     rows = []
     for c in cells.itertuples():
         r = runs.loc[c.variant]
-        ours = run_metrics(r.result, r.summary, r.batch_size).get(c.metric, np.nan)
+        got = run_metrics(r.result, r.summary, r.batch_size)
+        ours, used = got.get(c.metric, np.nan), c.metric
+        if np.isnan(ours) and c.metric == "top1_finetune" and "top1_linear" in got:   # tiny scale: the linear probe stands in
+            ours, used = got["top1_linear"], "top1_linear"
         if r.state in ("done", "older config") and np.isnan(ours):
             todo = f"not measured by this experiment ({r.evaluate})" if r.state == "done" else cmd
         else: todo = "" if r.state == "done" else cmd
-        rows.append(dict(table=c.table, row=c.row, variant=c.variant, metric=c.metric, paper=c.value, ours=ours,
+        rows.append(dict(table=c.table, row=c.row, variant=c.variant, metric=c.metric, paper=c.value, ours=ours, ours_metric=used,
                          diff=ours - c.value, state=r.state, detail=r.detail, todo=todo, run_id=r.run_id))
     df = pd.DataFrame(rows)
     for m in RATIO_METRICS:
