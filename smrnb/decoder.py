@@ -78,9 +78,10 @@ class Decoder(nn.Module):
     def forward(self, x, source) -> torch.Tensor:
         "Predictions `(B, P, out_dim)` for every patch position from the encoder's `x (B,T,C)` and `source`."
         p = int(self.class_token)
-        if self.depth == 0:
+        if self.depth == 0:   # a linear head per position; a compressed sequence is broadcast back through `source`
             if x.shape[1] != p + self.grid[0] * self.grid[1]:
-                raise ValueError("a depth-0 decoder predicts from each position's own token: the encoder must keep every position")
+                if source is None: raise ValueError("a depth-0 decoder given fewer tokens than positions needs `source` to put them back")
+                x, _ = fill_tokens(x, source, x.new_zeros(1, 1, x.shape[-1]), self.grid, "broadcast", self.class_token)
             return self.head(x[:, p:])
         full, _ = fill_tokens(self.embed(x), source, self.dummy, self.grid, self.fill, self.class_token)
         y = self.norm(self.blocks(full + self.pos_embed.to(full.dtype)))

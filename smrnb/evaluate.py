@@ -129,9 +129,12 @@ def compactness(model, loader, fractions=(0.25, 0.5, 0.75), compressor: str | No
             else: enc.set_schedule(None)
             for x, _ in loader:
                 x = x.to(device)
-                keep = None
-                if task == "mim": keep, _ = random_masking(x.shape[0], P, frac, g, device)
-                out = enc.forward_features(x, keep=keep, generator=g)
+                keep = mask = None
+                if task == "mim":   # the model's own input masking: dropped (MAE) or replaced by its mask token (BEiT)
+                    keep, mask = random_masking(x.shape[0], P, frac, g, device)
+                    if c.input_mask == "token": keep = None
+                    else: mask = None
+                out = enc.forward_features(x, keep=keep, mask=mask, mask_token=getattr(m, "mask_token", None), generator=g)
                 loss = recon_loss(m.decoder(out.x, out.source), m.target(x), c.loss, c.beta)
                 tot += loss.item() * len(x); n += len(x)
             rows.append(dict(task=task, fraction=frac, schedule=_kx4(P, frac) if task == "smr" else f"mask {frac:.2f}",

@@ -127,7 +127,8 @@ FIXTURE_PLAN = [  # (experiment, variant, state in the fixture)
     ("smr_ablation_4f", "k15x4", "done"), ("smr_ablation_4f", "k20x4", "done"), ("smr_ablation_4f", "k25x4", "done"),
     ("smr_ablation_4f", "k30x4", "failed"), ("smr_ablation_4f", "k35x4", "running"),
     ("smr_ablation_4e", "none", "done"), ("smr_ablation_4e", "tm", "done"), ("smr_ablation_4e", "td", "evaluating"),
-    ("smr_ablation_4e", "itf", "older config"), ("smr_fig2", "smr", "done"), ("smr_fig2", "mim_sd", "done")]
+    ("smr_ablation_4e", "itf", "older config"), ("smr_fig2", "smr", "done"), ("smr_fig2", "mim_sd", "done"),
+    ("smr_table1", "smr", "done"), ("smr_table1", "mae", "done"), ("smr_table8", "sd", "done"), ("smr_table8", "smr", "done")]
 
 def write_fixture(src_runs, dst=None, scale: str = "tiny") -> Path:
     "Rebuild the report fixture at `dst` from the evaluated runs under `src_runs` (`FIXTURE_PLAN`); returns `dst`."
@@ -262,7 +263,7 @@ def merging_source(runs_dir, scale: str = "tiny", prefer=(("smr_ablation_4e", "t
         r = run_rows(exp, runs_dir, scale).set_index("variant").loc[variant]
         d = Path(r.run_dir)
         if r.state == "done" and (d / "checkpoints" / "last.pt").exists():
-            cfg = TrainConfig.from_dict((_read_json(d / "config.json") or {}).get("config", {}))
+            cfg = TrainConfig.from_dict({**(_read_json(d / "config.json") or {}).get("config", {}), "run_dir": str(d)})
             return load_encoder(cfg), f"{exp}/{r.run_id} (pre-trained)", cfg
     return None, "no finished SMR run with a checkpoint: random weights", None
 
@@ -273,15 +274,14 @@ def merging_figures(runs_dir, out_dir, scale: str = "tiny", n_images: int = 4) -
     from smrnb.data import ManifestDataset, toy_image
     from smrnb.vis import merging_figure, schedule_settings, compressor_settings
     enc, label, cfg = merging_source(runs_dir, scale)
-    if enc is None:
-        torch.manual_seed(0)
-        enc, size = create_encoder("test", img_size=32), 32
-        ims = {f"toy {c}": np.asarray(toy_image(c, np.random.default_rng([0, 1, c, 0]), size)) for c in range(n_images)}
-    else:
-        size = cfg.img_size
-        ds = ManifestDataset(cfg.data_root, Path(cfg.data_root) / "manifest.csv" if not cfg.manifest else cfg.manifest, "val")
+    if enc is None: torch.manual_seed(0); enc = create_encoder("test", img_size=32)
+    size = enc.patch_embed.img_size[0]
+    try:
+        ds = ManifestDataset(cfg.data_root, Path(cfg.manifest or Path(cfg.data_root) / "manifest.csv"), "val")
         idx = np.linspace(0, len(ds) - 1, n_images).astype(int)
         ims = {f"val {i}": np.asarray(ds[int(i)][0].convert("RGB").resize((size, size))) for i in idx}
+    except (AttributeError, FileNotFoundError, ValueError):   # no run, or its dataset is not here: draw toy images
+        ims = {f"toy {c}": np.asarray(toy_image(c, np.random.default_rng([0, 1, c, 0]), 64).resize((size, size))) for c in range(n_images)}
     P = enc.patch_embed.num_patches
     ks = [scale_count(k, P / 196) for k in (10, 20, 30, 40)]
     mid = scale_count(25, P / 196)
@@ -329,7 +329,7 @@ def build_report(runs_dir="runs", out_dir="reports/tiny", scale: str = "tiny", t
     return out_dir
 
 # %% ../nbs/15_report.ipynb #c040
-TINY_PAPER = ("4f", "4e", "fig2")
+TINY_PAPER = ("4f", "4e", "fig2", "1", "8")   # 1 and 8: short timing runs (seconds)
 
 @call_parse
 def main(run: str = ",".join(TINY_PAPER),  # tables whose experiments to run first (comma-separated; '' for none)
