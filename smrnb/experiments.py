@@ -14,9 +14,10 @@ from .tiny import tiny_config
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE',
-           'TINY_DEEP', 'TINY_CPU', 'EXPERIMENTS', 'Variant', 'Experiment', 'tiny_recipe', 'scale_count',
-           'scale_schedule', 'tiny_overrides', 'check_schedule', 'published', 'get_experiment', 'list_experiments',
-           'check_overrides', 'parse_overrides', 'variant_config', 'run_id', 'run_configs', 'paper_numbers']
+           'TINY_DEEP', 'TINY_CPU', 'EXPERIMENTS', 'TINY_EVALUATE', 'Variant', 'Experiment', 'tiny_recipe',
+           'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule', 'published', 'get_experiment',
+           'list_experiments', 'check_overrides', 'parse_overrides', 'variant_config', 'run_id', 'run_configs',
+           'paper_numbers']
 
 # %% ../nbs/13_experiments.ipynb #c006
 EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "none")
@@ -311,6 +312,8 @@ def run_id(variant: str, config: dict) -> str:
     c = {k: v for k, v in config.items() if k != "run_dir"}
     return f"{variant}-{hashlib.sha1(json.dumps(c, sort_keys=True).encode()).hexdigest()[:8]}"
 
+TINY_EVALUATE = {"finetune": "linear_probe"}   # what stands in for an evaluation at tiny scale
+
 def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "runs") -> list[dict]:
     "One dict per variant: variant, run_id, config (a full `TrainConfig` as a dict), evaluate, paper, resources."
     exp = get_experiment(exp)
@@ -325,7 +328,8 @@ def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "run
         cfg = tc.to_dict()
         rid = run_id(v.name, cfg)
         cfg["run_dir"] = f"{root}/{scale}/{exp.name}/{rid}"
-        out.append(dict(variant=v.name, run_id=rid, config=cfg, evaluate=v.evaluate, paper=v.paper,
+        ev = TINY_EVALUATE.get(v.evaluate, v.evaluate) if scale == "tiny" else v.evaluate
+        out.append(dict(variant=v.name, run_id=rid, config=cfg, evaluate=ev, paper=v.paper,
                         resources=dict(exp.resources[scale])))
     return out
 

@@ -10,8 +10,8 @@ import submitit
 from .experiments import get_experiment, run_configs
 
 # %% auto #0
-__all__ = ['CLUSTERS', 'EVAL_DEFAULTS', 'TINY_EVALUATE', 'evaluate_run', 'RunJob', 'run_state', 'executor_params',
-           'make_executor', 'scale_evaluate', 'plan', 'print_plan', 'launch', 'status']
+__all__ = ['CLUSTERS', 'EVAL_DEFAULTS', 'evaluate_run', 'RunJob', 'run_state', 'executor_params', 'make_executor', 'plan',
+           'print_plan', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
 def _loaders(cfg, train_tf, val_tf, batch_size):
@@ -44,8 +44,7 @@ def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> di
         a, ay = E.extract_features(enc, tr, device=dev); b, by = E.extract_features(enc, va, device=dev)
         res.update(linear_probe=E.linear_probe(a, ay, b, by, epochs=kw.get("epochs", 100), seed=cfg.seed), knn=E.knn_accuracy(a, ay, b, by))
     elif evaluate == "finetune":
-        aug = {k: kw.pop(k) for k in ("auto_augment", "re_prob") if k in kw}   # training-transform options
-        tr, va = _loaders(cfg, finetune_transform(cfg.img_size, is_training=True, **aug), val_tf, bs)
+        tr, va = _loaders(cfg, finetune_transform(cfg.img_size, is_training=True), val_tf, bs)
         n_cls = int(max(tr.dataset.targets)) + 1
         r = E.finetune(load_encoder(cfg), tr, va, n_cls, seed=cfg.seed, device=dev, **kw)
         res.update(top1_finetune=r["val_acc"], history=r["history"])
@@ -139,24 +138,15 @@ def make_executor(cluster: str, folder, params: dict):
 
 # %% ../nbs/14_launch.ipynb #c016
 EVAL_DEFAULTS = {  # per scale and evaluation: keyword arguments of the evaluation (paper: the Table 6 recipe defaults)
-    "tiny": {"finetune": dict(epochs=3, batch_size=64, warmup_epochs=0.5, blr=4e-3, layer_decay=0.75, drop_path=0.1,
-                              mixup=0.0, cutmix=0.0, auto_augment=None, re_prob=0.0),   # 3 x 78 steps: no heavy augmentation
-             "linear_probe": dict(epochs=100)},
+    "tiny": {"linear_probe": dict(epochs=100)},   # tiny scale runs a linear probe for fine-tuning cells (TINY_EVALUATE)
     "paper": {"finetune": dict(epochs=100, batch_size=1024), "linear_probe": dict(epochs=90)},
 }
-
-TINY_EVALUATE = {"finetune": "linear_probe"}   # what stands in for an evaluation at tiny scale
-
-def scale_evaluate(evaluate: str, scale: str) -> str:
-    "The evaluation a variant's `evaluate` runs at `scale`."
-    return TINY_EVALUATE.get(evaluate, evaluate) if scale == "tiny" else evaluate
 
 def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None) -> list:
     "The runs of an experiment at a scale, each with its state."
     exp = get_experiment(exp_name)
     runs = run_configs(exp, scale, overrides)
     for r in runs:
-        r["evaluate"] = scale_evaluate(r["evaluate"], scale)
         if runs_root is not None:
             r["config"]["run_dir"] = str(Path(runs_root) / scale / exp_name / r["run_id"])
         r["eval_kw"] = dict(EVAL_DEFAULTS[scale].get(r["evaluate"], {}))

@@ -12,7 +12,7 @@ import torch
 import smrnb
 from fastcore.script import call_parse
 from .experiments import EXPERIMENTS, get_experiment, run_configs, SCALES, scale_count, paper_numbers
-from .launch import run_state, scale_evaluate
+from .launch import run_state
 from .train import TrainConfig
 
 # %% auto #0
@@ -86,7 +86,6 @@ def run_rows(exp: str, runs_dir, scale: str = "tiny") -> pd.DataFrame:
     rows = []
     for r in run_configs(exp, scale, root=str(runs_dir)):
         d, current = Path(r["config"]["run_dir"]), True
-        r["evaluate"] = scale_evaluate(r["evaluate"], scale)
         state, detail = run_state(d, r["evaluate"])
         if state == "not launched":
             older = [p for p in (runs_dir / scale / exp.name).glob(f"{r['variant']}-*")
