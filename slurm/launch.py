@@ -7,22 +7,15 @@
     python slurm/launch.py --exp smr_ablation_4f --scale paper --cluster slurm --partition gpu
     python slurm/launch.py --exp smr_ablation_4f --status
     python slurm/launch.py --exp smr_table2 --set epochs=10 --set batch_size=512 --dry-run
+    python slurm/launch.py --exp smr_ablation_4f --amend lr=1e-4 --amend clip_grad=1.0   # resume diverged runs
+
+Ctrl-C or SIGTERM with --cluster local/debug cancels the jobs this launcher started (exit status 130); their runs
+keep their last checkpoint and launching again resumes them. SLURM jobs outlive the launcher: follow them with --status.
 """
-import argparse, json, sys
+import argparse, sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository, when run without the venv's .pth
-
-
-def parse_set(items):
-    "`key=value` pairs; values parsed as JSON when they are JSON (numbers, true/false, null, lists), else strings."
-    out = {}
-    for it in items or []:
-        if "=" not in it: raise SystemExit(f"--set expects key=value, got {it!r}")
-        k, v = it.split("=", 1)
-        try: out[k] = json.loads(v)
-        except json.JSONDecodeError: out[k] = v
-    return out
 
 
 def main(argv=None):
@@ -31,7 +24,10 @@ def main(argv=None):
     p.add_argument("--scale", default="tiny", choices=("tiny", "paper"))
     p.add_argument("--cluster", default="local", choices=("slurm", "local", "debug"))
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs, configs, resources, job parameters); submit nothing")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key in every run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every run (JSON or Python literals: 3, 1e-4, none, (0.9,0.95)); checked before anything runs")
+    p.add_argument("--amend", action="append", default=[], metavar="KEY=VALUE",
+                   help="resume diverged runs with a new lr/blr/min_lr/clip_grad/warmup_epochs (same run ids; recorded in config.json history)")
     p.add_argument("--list", action="store_true", help="list the experiments")
     p.add_argument("--status", action="store_true", help="show each run's state")
     p.add_argument("--runs-root", default="runs", help="where run directories go (default: runs/)")
@@ -40,15 +36,20 @@ def main(argv=None):
     a = p.parse_args(argv)
     from smrnb.experiments import EXPERIMENTS
     from smrnb import launch as L
+    from smrnb.experiments import parse_overrides
     if a.list:
         for name, e in EXPERIMENTS.items(): print(f"{name:20s} Table/Fig {e.table:6s} {e.description}")
         return 0
     if not a.exp: p.error("--exp NAME is required (or --list)")
     try:
-        overrides = parse_set(a.set)
+        overrides, amend = parse_overrides(a.set), parse_overrides(a.amend, amend=True)
         if a.status: L.status(a.exp, a.scale, overrides, a.runs_root); return 0
-        L.launch(a.exp, a.scale, a.cluster, overrides, a.dry_run, a.runs_root, a.partition, a.parallel)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        L.launch(a.exp, a.scale, a.cluster, overrides, a.dry_run, a.runs_root, a.partition, a.parallel, amend=amend)
+    except L.LaunchInterrupted as e:
+        print(str(e), file=sys.stderr); return 130
+    except KeyboardInterrupt:                      # before any job was started
+        print("interrupted: nothing was started", file=sys.stderr); return 130
+    except (ValueError, RuntimeError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
     return 0
 

@@ -16,8 +16,8 @@ from .tiny import tiny_config
 __all__ = ['EVALUATIONS', 'SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE',
            'TINY_DEEP', 'TINY_CPU', 'EXPERIMENTS', 'TINY_EVALUATE', 'Variant', 'Experiment', 'tiny_recipe',
            'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule', 'published', 'get_experiment',
-           'list_experiments', 'check_overrides', 'parse_overrides', 'variant_config', 'run_id', 'run_configs',
-           'paper_numbers']
+           'list_experiments', 'check_overrides', 'check_amendments', 'parse_overrides', 'variant_config', 'run_id',
+           'run_configs', 'paper_numbers']
 
 # %% ../nbs/13_experiments.ipynb #c006
 EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "none")
@@ -263,16 +263,27 @@ def list_experiments() -> pd.DataFrame:
 # %% ../nbs/13_experiments.ipynb #c034
 _KEYS = [f.name for f in fields(TrainConfig)]
 
-def check_overrides(overrides: dict | None) -> dict:
-    "`overrides` if every key is a `TrainConfig` key other than `run_dir`; `ValueError` naming the close keys otherwise."
+def check_overrides(overrides: dict | None, flag: str = "--set") -> dict:
+    "`overrides` if every key is a `TrainConfig` key other than `run_dir` and every value fits its field; a `ValueError` saying what is wrong otherwise."
     overrides = dict(overrides or {})
     for k in overrides:
         if k == "run_dir": raise ValueError("run_dir is set per run (runs/<scale>/<experiment>/<run_id>); pass root=... (--root) to move runs")
         if k not in _KEYS:
             close = difflib.get_close_matches(k, _KEYS, n=3)
-            raise ValueError(f"unknown --set key {k!r}" + (f"; did you mean {', '.join(close)}?" if close else "") +
+            raise ValueError(f"unknown {flag} key {k!r}" + (f"; did you mean {', '.join(close)}?" if close else "") +
                              f" Valid keys: {', '.join(_KEYS)}")
+    try: TrainConfig.from_dict(overrides)
+    except ValueError as e: raise ValueError(f"{flag} {e}") from None
     return overrides
+
+def check_amendments(amend: dict | None) -> dict:
+    "`amend` if its keys are amendable (`smrnb.train.AMENDABLE_KEYS`) and its values valid."
+    from smrnb.train import AMENDABLE_KEYS
+    amend = check_overrides(amend, "--amend")
+    if bad := sorted(set(amend) - AMENDABLE_KEYS):
+        raise ValueError(f"--amend {', '.join(bad)}: only {', '.join(sorted(AMENDABLE_KEYS))} may change in a running run; "
+                         f"use --set for a new run")
+    return amend
 
 def _literal(s: str):
     if s.lower() in ("none", "null"): return None
@@ -281,14 +292,14 @@ def _literal(s: str):
         except (ValueError, SyntaxError): pass
     return s
 
-def parse_overrides(items) -> dict:
-    "`['epochs=3', 'schedule=20x4', 'betas=(0.9,0.95)']` -> a checked overrides dict."
-    out = {}
+def parse_overrides(items, amend: bool = False) -> dict:
+    "`['epochs=3', 'schedule=20x4', 'betas=(0.9,0.95)']` -> a checked overrides dict (`amend`: checked as amendments)."
+    out, flag = {}, "--amend" if amend else "--set"
     for it in items or []:
-        if "=" not in it: raise ValueError(f"--set expects key=value, got {it!r}")
+        if "=" not in it: raise ValueError(f"{flag} expects key=value, got {it!r}")
         k, v = it.split("=", 1)
         out[k.strip()] = _literal(v.strip())
-    return check_overrides(out)
+    return check_amendments(out) if amend else check_overrides(out)
 
 # %% ../nbs/13_experiments.ipynb #c037
 def _patches(cfg: dict) -> int:

@@ -4,14 +4,16 @@
 
 # %% ../nbs/14_launch.ipynb #c003
 from __future__ import annotations
-import json, os, shutil, sys, time, traceback
+import json, os, shutil, signal, socket, subprocess, sys, threading, time, traceback
+from contextlib import contextmanager
 from pathlib import Path
 import submitit
-from .experiments import get_experiment, run_configs
+from .experiments import get_experiment, run_configs, check_amendments
+from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_json
 
 # %% auto #0
-__all__ = ['CLUSTERS', 'EVAL_DEFAULTS', 'evaluate_run', 'RunJob', 'run_state', 'executor_params', 'make_executor', 'plan',
-           'print_plan', 'launch', 'status']
+__all__ = ['CLUSTERS', 'EVAL_DEFAULTS', 'evaluate_run', 'RunJob', 'job_alive', 'run_state', 'executor_params', 'make_executor',
+           'LaunchInterrupted', 'run_busy', 'plan', 'print_plan', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
 def _loaders(cfg, train_tf, val_tf, batch_size):
@@ -24,16 +26,21 @@ def _loaders(cfg, train_tf, val_tf, batch_size):
     return tr, va
 
 def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> dict:
-    "Evaluate the pre-trained run of `config` as `evaluate` says; writes and returns `eval.json`'s content."
-    import torch
-    from smrnb.train import TrainConfig, RunDir
-    from smrnb.tiny import load_encoder
-    from smrnb.data import finetune_transform
-    from smrnb import evaluate as E
-    kw = dict(eval_kw or {})
+    "Evaluate the pre-trained run of `config` as `evaluate` says (holding the run's lock); writes and returns `eval.json`'s content."
+    from smrnb.train import TrainConfig
     cfg = TrainConfig.from_dict(config)
     run = RunDir(cfg.run_dir)
     if not run.done: raise RuntimeError(f"{run.path} has not finished pre-training: evaluate after it (the launcher makes evaluation depend on it)")
+    with run.lock("evaluate"):
+        res = _evaluate(cfg, run, evaluate, dict(eval_kw or {}))
+        atomic_write_text(run.path / "eval.json", json.dumps(res, indent=1))
+    return res
+
+def _evaluate(cfg, run, evaluate: str, kw: dict) -> dict:
+    import torch
+    from smrnb.tiny import load_encoder
+    from smrnb.data import finetune_transform
+    from smrnb import evaluate as E
     res = dict(evaluate=evaluate)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     val_tf = finetune_transform(cfg.img_size, is_training=False)
@@ -50,9 +57,9 @@ def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> di
         res.update(top1_finetune=r["val_acc"], history=r["history"])
     elif evaluate == "compactness":
         from smrnb.pretrain import Pretrainer
-        from smrnb.train import load_model_state
+        from smrnb.train import load_model_state, load_checkpoint
         _, va = _loaders(cfg, val_tf, val_tf, bs)
-        m = Pretrainer(cfg); load_model_state(m, torch.load(run.ckpt, map_location="cpu", weights_only=False)["model"])
+        m = Pretrainer(cfg); load_model_state(m, load_checkpoint(run.ckpt)["model"])
         res.update(compactness=E.compactness(m, va, device=dev, **kw))
     elif evaluate == "complexity":
         from smrnb.complexity import encoder_cost
@@ -64,52 +71,118 @@ def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> di
                    peak_mem_mb=max(r["peak_mem_mb"] for r in rows))
     elif evaluate != "none":
         raise ValueError(f"unknown evaluation {evaluate!r}; valid options: finetune, linear_probe, compactness, complexity, none")
-    (run.path / "eval.json").write_text(json.dumps(res, indent=1))
     return res
 
 # %% ../nbs/14_launch.ipynb #c008
 class RunJob(submitit.helpers.Checkpointable):
     "A submitit job: pre-train (resuming) or evaluate one run; writes error.txt when it fails."
-    def __init__(self, config: dict, stage: str = "pretrain", evaluate: str = "none", eval_kw: dict | None = None):
+    def __init__(self, config: dict, stage: str = "pretrain", evaluate: str = "none", eval_kw: dict | None = None, amend: bool = False):
         if stage not in ("pretrain", "evaluate"): raise ValueError(f"unknown stage {stage!r}; valid options: pretrain, evaluate")
-        self.config, self.stage, self.evaluate, self.eval_kw = config, stage, evaluate, eval_kw or {}
+        self.config, self.stage, self.evaluate, self.eval_kw, self.amend = config, stage, evaluate, eval_kw or {}, amend
 
     def __call__(self):
-        run = Path(self.config["run_dir"]); run.mkdir(parents=True, exist_ok=True)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)   # the launcher starts jobs with SIGINT ignored (see `launch`)
+        run = RunDir(self.config["run_dir"]); run.path.mkdir(parents=True, exist_ok=True)
+        if (h := run.holder()) is not None:
+            raise RunLocked(f"{run.path} is being written by {describe_holder(h)}: this job leaves it alone")
+        if (run.path / "error.txt").exists(): os.replace(run.path / "error.txt", run.path / "error.prev.txt")
         try:
             env = submitit.JobEnvironment() if "SUBMITIT_FOLDER" in os.environ or "SLURM_JOB_ID" in os.environ else None
             if env is not None and env.num_tasks > 1 and "RANK" not in os.environ:
                 submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
             if self.stage == "pretrain":
                 from smrnb.train import train
-                return train(self.config, progress=False)
+                return train(self.config, progress=False, amend=self.amend)
             if int(os.environ.get("RANK", 0)) == 0: return evaluate_run(self.config, self.evaluate, self.eval_kw)
+        except RunLocked: raise
         except Exception:
-            (run / "error.txt").write_text(f"{self.stage} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n{traceback.format_exc()}")
+            atomic_write_text(run.path / "error.txt", f"{self.stage} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n{traceback.format_exc()}")
             raise
 
 # %% ../nbs/14_launch.ipynb #c010
+def _proc_start(pid) -> str | None:
+    "The start time of process `pid` (clock ticks since boot, from /proc), to tell a live job from a reused pid."
+    try: return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, ValueError, IndexError): return None
+
+def _pid_alive(pid, start: str | None = None) -> bool:
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    try:
+        if Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z": return False   # ended, not yet reaped
+    except (OSError, IndexError): pass
+    return start is None or _proc_start(pid) in (None, start)
+
+def job_alive(info: dict, key: str = "pretrain_job") -> tuple[bool | None, str]:
+    "Whether the job `info[key]` of a launch record is alive: True, False, or None (cannot be checked from here), and how we know."
+    job, cluster = info.get(key), info.get("cluster")
+    if job is None: return None, "no job recorded"
+    if cluster in ("local", "debug"):
+        host = info.get("host")
+        if host != socket.gethostname(): return None, f"launched on host {host or '?'}, cannot be checked from here"
+        pid, start = (info.get("launcher_pid"), info.get("launcher_start")) if cluster == "debug" else (job, info.get(f"{key}_start"))
+        try: return (True, f"process {pid} is alive") if _pid_alive(pid, start) else (False, f"process {pid} has ended")
+        except (TypeError, ValueError): return None, f"job id {job!r} is not a process id"
+    if cluster == "slurm":
+        if shutil.which("squeue") is None: return None, "no squeue on this machine to ask SLURM"
+        try: r = subprocess.run(["squeue", "-h", "-j", str(job), "-o", "%T"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e: return None, f"squeue failed ({e})"
+        states = r.stdout.split()
+        if r.returncode == 0 and states: return True, f"SLURM job {job} is {states[0]}"
+        if r.returncode and "Invalid job id" not in r.stderr: return None, f"squeue failed: {r.stderr.strip()[:100]}"
+        return False, f"SLURM job {job} has left the queue"
+    return None, f"unknown cluster {cluster!r}"
+
+def _last_step(p: Path) -> str:
+    try: rows = (p / "metrics.jsonl").read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError: return ""
+    for l in reversed(rows):
+        try: r = json.loads(l); return f"step {r['step']}, loss {r['loss']:.4f}"
+        except (ValueError, KeyError, TypeError): continue
+    return "no complete metrics line yet" if rows else ""
+
 def run_state(run_dir, evaluate: str = "none") -> tuple[str, str]:
-    "`(state, detail)` of a run: done, evaluating (also: eval.json holds another evaluation), running, failed, or not launched."
+    "`(state, detail)` of a run (see above); never raises."
     p = Path(run_dir)
-    try: held = json.loads((p / "eval.json").read_text()).get("evaluate") if (p / "eval.json").exists() else None
-    except (ValueError, AttributeError): held = "unreadable"
-    evaluated = evaluate == "none" or held == evaluate
-    if (p / "done").exists() and evaluated: return "done", ""
-    if (p / "error.txt").exists():
-        lines = [l for l in (p / "error.txt").read_text().splitlines() if l.strip()]
-        return "failed", lines[-1] if lines else ""
-    if (p / "done").exists():
-        return "evaluating", "pre-training done, " + (f"eval.json holds {held!r}, {evaluate} pending" if held else "evaluation pending")
+    try: return _run_state(p, evaluate)
+    except Exception as e: return "unreadable", f"{p.name}: {type(e).__name__}: {e}"
+
+def _run_state(p: Path, evaluate: str) -> tuple[str, str]:
+    held = None
+    if (p / "eval.json").exists():
+        try: ev = read_json(p / "eval.json")
+        except ValueError as e: return "unreadable", f"eval.json: {str(e).split(' is unreadable ', 1)[-1]}"
+        if not isinstance(ev, dict): return "unreadable", f"eval.json: holds a JSON {type(ev).__name__}, not an object"
+        held = ev.get("evaluate")
+    done = (p / "done").exists()
+    if done and (evaluate == "none" or held == evaluate): return "done", ""
+    if (h := RunDir(p).holder()) is not None:
+        last = _last_step(p)
+        return ("evaluating" if h.get("what") == "evaluate" else "running"), describe_holder(h) + (f", {last}" if last and not done else "")
+    info, note = {}, ""
     if (p / "launch.json").exists():
-        try: info = json.loads((p / "launch.json").read_text())
-        except ValueError: info = {}
-        last = ""
-        if (p / "metrics.jsonl").exists():
-            rows = (p / "metrics.jsonl").read_text().splitlines()
-            try: r = json.loads(rows[-1]); last = f"step {r['step']}, loss {r['loss']:.4f}"
-            except (IndexError, ValueError, KeyError, TypeError): last = "no complete metrics line yet"
-        return "running", f"job {info.get('pretrain_job', '?')}" + (f", {last}" if last else "")
+        try: info = read_json(p / "launch.json"); info = info if isinstance(info, dict) else {}
+        except ValueError: note = " (launch.json unreadable)"
+    key = "eval_job" if done else "pretrain_job"
+    alive, how = job_alive(info, key) if info.get(key) is not None else (None, "")
+    if alive:
+        st = "queued" if " is PENDING" in how or " is CONFIGURING" in how else ("evaluating" if done else "running")
+        return st, how
+    if (p / "error.txt").exists():
+        lines = [l for l in (p / "error.txt").read_bytes().decode("utf-8", errors="replace").splitlines() if l.strip()]
+        return "failed", lines[-1] if lines else ""
+    if done:
+        return "evaluating", "pre-training done, " + (f"eval.json holds {held!r}, {evaluate} pending" if held else "evaluation pending") + (
+            f" (job {info.get('eval_job')}: {how})" if alive is False else "")
+    last = _last_step(p)
+    if alive is None and (info or note):
+        return "running", f"job {info.get('pretrain_job', '?')}" + (f", {last}" if last else "") + (f" (not verified: {how})" if how else "") + note
+    if alive is False or (p / "checkpoints").exists():
+        ck = RunDir(p).resume_ckpt()
+        return "interrupted", (f"{how}; " if how else "") + (f"{last}; " if last else "") + (
+            "launching again resumes from its checkpoint" if ck else "launching again starts it over")
     return "not launched", ""
 
 # %% ../nbs/14_launch.ipynb #c013
@@ -142,15 +215,32 @@ EVAL_DEFAULTS = {  # per scale and evaluation: keyword arguments of the evaluati
     "paper": {"finetune": dict(epochs=100, batch_size=1024), "linear_probe": dict(epochs=90)},
 }
 
-def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None) -> list:
-    "The runs of an experiment at a scale, each with its state."
+class LaunchInterrupted(Exception):
+    "The launcher was interrupted (SIGINT/SIGTERM) and cancelled the jobs it had started."
+
+def run_busy(run_dir) -> str | None:
+    "Who is working on the run right now (a live lock holder, or a live job of its last local/SLURM launch), or None."
+    p = Path(run_dir)
+    if (h := RunDir(p).holder()) is not None: return describe_holder(h)
+    try: info = read_json(p / "launch.json") if (p / "launch.json").exists() else {}
+    except ValueError: return None
+    if not isinstance(info, dict) or info.get("cluster") not in ("local", "slurm"): return None
+    key = "eval_job" if (p / "done").exists() else "pretrain_job"
+    alive, how = job_alive(info, key) if info.get(key) is not None else (None, "")
+    return how if alive else None
+
+def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, amend: dict | None = None) -> list:
+    "The runs of an experiment at a scale, each with its state (and `busy`: who is working on it now)."
     exp = get_experiment(exp_name)
     runs = run_configs(exp, scale, overrides)
+    amend = check_amendments(amend)
     for r in runs:
         if runs_root is not None:
             r["config"]["run_dir"] = str(Path(runs_root) / scale / exp_name / r["run_id"])
+        if amend: r["config"].update(amend); r["amend"] = True      # after the run id: the amended run keeps its directory
         r["eval_kw"] = dict(EVAL_DEFAULTS[scale].get(r["evaluate"], {}))
         r["state"], r["detail"] = run_state(r["config"]["run_dir"], r["evaluate"])
+        r["busy"] = run_busy(r["config"]["run_dir"]) if r["state"] != "done" else None
     return runs
 
 def print_plan(runs, cluster, params, file=sys.stdout):
@@ -163,59 +253,158 @@ def print_plan(runs, cluster, params, file=sys.stdout):
         print(f"- {r['run_id']:28s} [{r['state']}] then {r['evaluate']}{pn}\n    run_dir: {r['config']['run_dir']}", file=file)
         if r["state"] != "done": print(f"    config: {json.dumps(r['config'], sort_keys=True)}", file=file)
 
+def _check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"; probe.write_text(""); probe.unlink()
+    except OSError as e:
+        raise RuntimeError(f"the runs directory {root} is not writable ({e.strerror or e}): choose another --runs-root, or fix its permissions") from None
+
+@contextmanager
+def _sigint_ignored(on: bool = True):
+    "Start child processes with SIGINT ignored (they inherit it; `RunJob` restores the handler in the training process)."
+    if not on or threading.current_thread() is not threading.main_thread(): yield; return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try: yield
+    finally: signal.signal(signal.SIGINT, old)
+
+@contextmanager
+def _sigterm_interrupts():
+    "SIGTERM raises `KeyboardInterrupt` while the block runs, as SIGINT does."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def _raise(signum, frame): raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    old = signal.signal(signal.SIGTERM, _raise)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, old)
+
+def _descendants(pid: int) -> list:
+    "Process ids below `pid` (Linux /proc)."
+    kids = {}
+    for st in Path("/proc").glob("[0-9]*/stat"):
+        try: f = st.read_text().rsplit(")", 1)[1].split(); kids.setdefault(int(f[1]), []).append(int(st.parent.name))
+        except (OSError, ValueError, IndexError): pass
+    out, todo = [], [pid]
+    while todo: todo.extend(k := kids.get(todo.pop(), [])); out.extend(k)
+    return out
+
+def _cancel(jobs, grace_s: float = 60) -> list:
+    "Stop local submitit jobs: SIGINT to their processes (the trainer stops between steps), SIGKILL after `grace_s`; returns their ids."
+    ids = []
+    for j in jobs:
+        if j is None or not str(j.job_id).isdigit(): continue                # debug jobs run in this process
+        ctrl = int(j.job_id); ids.append(j.job_id)
+        procs = _descendants(ctrl)
+        for pid in procs:
+            try: os.kill(pid, signal.SIGINT)
+            except ProcessLookupError: pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in procs + [ctrl]): time.sleep(0.1)
+        for pid in procs + [ctrl]:
+            try:
+                if _pid_alive(pid): os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError: pass
+        if getattr(j, "_process", None) is not None:
+            try: j._process.wait(timeout=10)
+            except subprocess.TimeoutExpired: pass
+    return ids
+
+def _failure(e: Exception, r: dict) -> str:
+    "One line on why a job failed: the run's error.txt, else the job's own message."
+    err = Path(r["config"]["run_dir"]) / "error.txt"
+    if err.exists():
+        lines = [l for l in err.read_bytes().decode("utf-8", errors="replace").splitlines() if l.strip()]
+        if lines: return lines[-1]
+    lines = [l for l in str(e).splitlines() if l.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+def _launch_info(cluster: str, root: Path, **jobs) -> dict:
+    info = {k: getattr(j, "job_id", None) for k, j in jobs.items()}
+    if cluster == "local": info.update({f"{k}_start": _proc_start(v) for k, v in info.items() if v is not None})
+    return dict(info, cluster=cluster, host=socket.gethostname(), launcher_pid=os.getpid(), launcher_start=_proc_start(os.getpid()),
+                folder=str(root), time=time.strftime("%Y-%m-%d %H:%M:%S"))
+
 def launch(exp_name: str, scale: str = "tiny", cluster: str = "local", overrides: dict | None = None, dry_run: bool = False,
-           runs_root: str | None = None, partition: str | None = None, parallel: int = 1, wait: bool | None = None, file=sys.stdout) -> list:
-    "Submit the experiment's runs that are not done; returns the submitted jobs as dicts."
-    runs = plan(exp_name, scale, overrides, runs_root)
+           runs_root: str | None = None, partition: str | None = None, parallel: int = 1, wait: bool | None = None, file=sys.stdout,
+           amend: dict | None = None) -> list:
+    "Submit the experiment's runs that are not done and not busy; returns the submitted jobs as dicts."
+    runs = plan(exp_name, scale, overrides, runs_root, amend)
     exp = get_experiment(exp_name)
     params = executor_params(exp.resources[scale], cluster, f"smrnb-{exp_name}", partition)
     if dry_run:
         print_plan(runs, cluster, params, file); return []
-    todo = [r for r in runs if r["state"] != "done"]
-    if not todo: print(f"{exp_name} ({scale}): all {len(runs)} runs are done", file=file); return []
+    todo = []
+    for r in runs:
+        if r["state"] == "done": continue
+        if r["busy"]: print(f"{r['run_id']}: skip: {r['state']} ({r['busy']})", file=file, flush=True); continue
+        todo.append(r)
+    if not todo:
+        print(f"{exp_name} ({scale}): all {len(runs)} runs are done" if all(r["state"] == "done" for r in runs)
+              else f"{exp_name} ({scale}): nothing to launch: every run not done is busy", file=file); return []
     root = Path(runs_root or "runs") / "_submitit" / exp_name
+    _check_writable(root)
+    for r in todo: _check_writable(Path(r["config"]["run_dir"]))
     ex = make_executor(cluster, root / "%j", params)
     pre = [r for r in todo if not (Path(r["config"]["run_dir"]) / "done").exists()]
     post = [r for r in todo if r["evaluate"] != "none"]
-    for r in todo: Path(r["config"]["run_dir"]).mkdir(parents=True, exist_ok=True); (Path(r["config"]["run_dir"]) / "error.txt").unlink(missing_ok=True)
+    job = lambda r, stage: RunJob(r["config"], stage, r["evaluate"], r.get("eval_kw"), amend=r.get("amend", False))
     submitted = []
     if cluster == "slurm":
         with ex.batch():
-            jobs = [ex.submit(RunJob(r["config"], "pretrain")) for r in pre]
+            jobs = [ex.submit(job(r, "pretrain")) for r in pre]
         byrun = {r["run_id"]: j for r, j in zip(pre, jobs)}
         eparams = dict(params, tasks_per_node=1, gpus_per_node=min(1, params["gpus_per_node"]), nodes=1)
         for r in post:
             e = make_executor(cluster, root / "%j", eparams)
             if r["run_id"] in byrun: e.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{byrun[r['run_id']].job_id}"})
-            byrun[r["run_id"] + "/eval"] = e.submit(RunJob(r["config"], "evaluate", r["evaluate"], r.get("eval_kw")))
+            byrun[r["run_id"] + "/eval"] = e.submit(job(r, "evaluate"))
         for r in todo:
-            info = dict(pretrain_job=getattr(byrun.get(r["run_id"]), "job_id", None), eval_job=getattr(byrun.get(r["run_id"] + "/eval"), "job_id", None),
-                        cluster=cluster, folder=str(root), time=time.strftime("%Y-%m-%d %H:%M:%S"))
-            (Path(r["config"]["run_dir"]) / "launch.json").write_text(json.dumps(info))
+            info = _launch_info(cluster, root, pretrain_job=byrun.get(r["run_id"]), eval_job=byrun.get(r["run_id"] + "/eval"))
+            atomic_write_text(Path(r["config"]["run_dir"]) / "launch.json", json.dumps(info))
             submitted.append(dict(run_id=r["run_id"], **info))
             print(f"{r['run_id']}: pre-train job {info['pretrain_job']}, eval job {info['eval_job']} -> {r['config']['run_dir']}", file=file)
         return submitted
     # local / debug: one run after the other (or `parallel` at a time), evaluation after its pre-training
-    pending = list(todo)
-    while pending:
-        batch, pending = pending[:parallel], pending[parallel:]
-        jobs = []
-        for r in batch:
-            j = ex.submit(RunJob(r["config"], "pretrain")) if r in pre else None
-            info = dict(pretrain_job=getattr(j, "job_id", None), cluster=cluster, folder=str(root), time=time.strftime("%Y-%m-%d %H:%M:%S"))
-            (Path(r["config"]["run_dir"]) / "launch.json").write_text(json.dumps(info))
-            print(f"{r['run_id']}: pre-train job {info['pretrain_job']} -> {r['config']['run_dir']}", file=file, flush=True)
-            jobs.append((r, j, info))
-        for r, j, info in jobs:
-            if j is not None: j.result()
-            if r in post:
-                e = ex.submit(RunJob(r["config"], "evaluate", r["evaluate"], r.get("eval_kw")))
-                info["eval_job"] = e.job_id
-                (Path(r["config"]["run_dir"]) / "launch.json").write_text(json.dumps(info))
-                res = e.result()
-                summary = {k: v for k, v in res.items() if isinstance(v, (int, float))}
-                print(f"{r['run_id']}: {r['evaluate']} {json.dumps(summary)}", file=file, flush=True)
-            submitted.append(dict(run_id=r["run_id"], **info))
+    pending, failures, in_flight = list(todo), [], []
+    local = cluster == "local"
+    def start(r, stage):
+        with _sigint_ignored(local): j = ex.submit(job(r, stage))
+        in_flight.append(j); return j
+    def finish(r, j, what):
+        try: res = j.result()
+        except Exception as e:                   # the job failed (a KeyboardInterrupt leaves it in flight, to be cancelled)
+            in_flight.remove(j)
+            why = _failure(e, r); failures.append(f"{r['run_id']} ({what}): {why}")
+            print(f"{r['run_id']}: {what} failed: {why}", file=file, flush=True); return None, why
+        in_flight.remove(j); return res, None
+    with _sigterm_interrupts():
+        try:
+            while pending:
+                batch, pending = pending[:parallel], pending[parallel:]
+                jobs = []
+                for r in batch:
+                    j = start(r, "pretrain") if r in pre else None
+                    info = _launch_info(cluster, root, pretrain_job=j)
+                    atomic_write_text(Path(r["config"]["run_dir"]) / "launch.json", json.dumps(info))
+                    print(f"{r['run_id']}: pre-train job {info['pretrain_job']} -> {r['config']['run_dir']}", file=file, flush=True)
+                    jobs.append((r, j, info))
+                for r, j, info in jobs:
+                    if j is not None and finish(r, j, "pre-training")[1] is not None: continue
+                    if r in post:
+                        e = start(r, "evaluate")
+                        info.update({k: v for k, v in _launch_info(cluster, root, eval_job=e).items() if k.startswith("eval_job")})
+                        atomic_write_text(Path(r["config"]["run_dir"]) / "launch.json", json.dumps(info))
+                        res, why = finish(r, e, r["evaluate"])
+                        if why is not None: continue
+                        summary = {k: v for k, v in res.items() if isinstance(v, (int, float))}
+                        print(f"{r['run_id']}: {r['evaluate']} {json.dumps(summary)}", file=file, flush=True)
+                    submitted.append(dict(run_id=r["run_id"], **info))
+        except KeyboardInterrupt:
+            ids = _cancel(list(in_flight))
+            raise LaunchInterrupted(f"interrupted: " + (f"cancelled job(s) {', '.join(ids)}; " if ids else "") +
+                                    f"every run keeps its last checkpoint, and launching {exp_name} again resumes them") from None
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(todo)} runs failed (the others went on): " + "; ".join(failures) +
+                           ". Each run's error.txt holds the traceback; launching again retries them")
     return submitted
 
 def status(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, file=sys.stdout) -> list:

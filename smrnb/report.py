@@ -16,11 +16,12 @@ from .launch import run_state
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['PAPER_CSV', 'FIXTURE_PLAN', 'RATIO_METRICS', 'DASH', 'REPORT_TABLES', 'TABLE_EXPERIMENTS', 'REPO', 'TABLES_NB',
-           'FIXTURE_RUNS', 'TINY_PAPER', 'paper_cells', 'registry_cells', 'check_paper_cells', 'launch_command',
-           'run_rows', 'write_fixture', 'run_metrics', 'report_table', 'compactness_frame', 'compactness_table',
-           'fmt_table', 'save_table', 'plot_compactness', 'plot_ratios', 'merging_source', 'merging_figures',
-           'parse_tables', 'build_report', 'main']
+__all__ = ['PAPER_CSV', 'NUMBER_KEYS', 'RUN_FILES', 'FIXTURE_PLAN', 'RATIO_METRICS', 'METRIC_SOURCES', 'DASH', 'REPORT_TABLES',
+           'TABLE_EXPERIMENTS', 'REPO', 'TABLES_NB', 'FIXTURE_RUNS', 'TINY_PAPER', 'paper_cells', 'registry_cells',
+           'check_paper_cells', 'launch_command', 'Unreadable', 'unreadable_file', 'run_rows', 'write_fixture',
+           'run_metrics', 'report_table', 'compactness_frame', 'compactness_table', 'n_invalid', 'fmt_table',
+           'save_table', 'plot_compactness', 'plot_ratios', 'merging_source', 'merging_figures', 'parse_tables',
+           'build_report', 'main']
 
 # %% ../nbs/15_report.ipynb #c006
 PAPER_CSV = Path(smrnb.__file__).parent / "paper_numbers.csv"
@@ -71,35 +72,101 @@ def launch_command(exp: str, scale: str) -> str:
     where = "--cluster local" if scale == "tiny" else "--cluster slurm --partition <partition>"
     return f"python slurm/launch.py --exp {exp} --scale {scale} {where}"
 
-def _read_json(p: Path):
-    try: return json.loads(p.read_text())
+class Unreadable(ValueError):
+    "A run file the report cannot use; the message is `<file name>: <why>`."
+
+def _kind(v) -> str:
+    return {bool: "a boolean", str: "a string", list: "a list", dict: "an object", type(None): "null"}.get(type(v), "a number")
+
+def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def _short(v, n: int = 40) -> str:
+    s = repr(v); return s if len(s) <= n else s[:n - 3] + "..."
+
+def _text(p: Path) -> str | None:
+    "The UTF-8 text of `p`; None when it does not exist; raises `Unreadable` when it cannot be read."
+    p = Path(p)
+    try: return p.read_bytes().decode("utf-8")
     except FileNotFoundError: return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: return {"_error": f"{p.name} unreadable ({e})"}
+    except UnicodeDecodeError as e: raise Unreadable(f"{p.name}: not UTF-8 ({e})") from None
+    except OSError as e: raise Unreadable(f"{p.name}: {e.strerror or e}") from None
+
+def _json(p: Path) -> dict | None:
+    "The JSON object in `p`; None when it does not exist; raises `Unreadable` when it is not UTF-8, not JSON or not an object."
+    s = _text(p)
+    if s is None: return None
+    try: v = json.loads(s)
+    except (ValueError, TypeError) as e: raise Unreadable(f"{Path(p).name}: not JSON ({e})") from None
+    if not isinstance(v, dict): raise Unreadable(f"{Path(p).name}: {_kind(v)} ({_short(v)}), not a JSON object")
+    return v
+
+def _read_json(p: Path):
+    "`_json` that never raises: `{'_error': '<file>: <why>'}` for a file it cannot use."
+    try: return _json(p)
+    except Unreadable as e: return {"_error": str(e)}
+
+NUMBER_KEYS = {"eval.json": ("top1_finetune", "linear_probe", "gmacs", "images_per_s", "peak_mem_mb"), "summary.json": ("steps", "epochs")}
+RUN_FILES = ("config.json", "summary.json", "eval.json", "metrics.jsonl", "error.txt")
+
+def _bad_field(name: str, v: dict) -> str:
+    "Why a value of run file `name` that the report uses cannot be used ('' when all can; NaN and inf can: they are shown invalid)."
+    for k in NUMBER_KEYS.get(name, ()):
+        if k in v and not _is_number(v[k]): return f"{k} is {_short(v[k])}, not a number"
+    if name == "eval.json":
+        if "evaluate" in v and not isinstance(v["evaluate"], str): return f"evaluate is {_short(v['evaluate'])}, not a string"
+        c = v.get("compactness", [])
+        if not isinstance(c, list): return f"compactness is {_kind(c)}, not a list"
+        for i, e in enumerate(c):
+            if not (isinstance(e, dict) and isinstance(e.get("task"), str) and _is_number(e.get("fraction")) and _is_number(e.get("loss"))):
+                return f"compactness[{i}] is {_short(e)}, not {{task: string, fraction: number, loss: number}}"
+    if name == "config.json" and not isinstance(v.get("config", {}), dict): return f"config is {_kind(v['config'])}, not an object"
+    return ""
+
+def unreadable_file(run_dir) -> str:
+    "`'<file>: <why>'` for the first of `RUN_FILES` in `run_dir` that the report cannot use; '' when it can use them all."
+    d = Path(run_dir)
+    for name in RUN_FILES:
+        try:
+            if name.endswith(".json"):
+                if (v := _json(d / name)) is not None and (why := _bad_field(name, v)): return f"{name}: {why}"
+            else: _text(d / name)
+        except Unreadable as e: return str(e)
+    return ""
+
+def _state(d: Path, evaluate: str) -> tuple[str, str]:
+    "`run_state(d, evaluate)`, guarded: a file the report cannot use (or an error reading one) makes the run `unreadable`."
+    if why := unreadable_file(d): return "unreadable", f"unreadable: {why}"
+    try: state, detail = run_state(d, evaluate)
+    except (UnicodeDecodeError, ValueError, TypeError, AttributeError, KeyError, IndexError, OSError) as e:
+        return "unreadable", f"unreadable: {type(e).__name__}: {e}"
+    if state == "unreadable" and not str(detail).startswith("unreadable: "): detail = f"unreadable: {detail}"
+    return state, detail
 
 def _config_diff(old: dict, new: dict) -> str:
     keys = sorted(k for k in set(old) | set(new) if k != "run_dir" and old.get(k) != new.get(k))
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4]) + (" ..." if len(keys) > 4 else "")
 
 def run_rows(exp: str, runs_dir, scale: str = "tiny") -> pd.DataFrame:
-    "One row per variant of `exp`: run_id, run_dir, state, detail, current (config), result (eval.json), , summary (dict)."
+    "One row per variant of `exp`: run_id, run_dir, state, detail, current (config), result (eval.json), summary (dict)."
     exp = get_experiment(exp); runs_dir = Path(runs_dir)
     rows = []
     for r in run_configs(exp, scale, root=str(runs_dir)):
         d, current = Path(r["config"]["run_dir"]), True
-        state, detail = run_state(d, r["evaluate"])
+        state, detail = _state(d, r["evaluate"])
         if state == "not launched":
             older = [p for p in (runs_dir / scale / exp.name).glob(f"{r['variant']}-*")
                      if p.is_dir() and p.name.rsplit("-", 1)[0] == r["variant"] and (p / "config.json").exists()]
             if older:
                 d = max(older, key=lambda p: (p / "config.json").stat().st_mtime); current = False
-                st, det = run_state(d, r["evaluate"])
-                cfg = (_read_json(d / "config.json") or {}).get("config", {})
-                state, detail = "older config", f"{d.name} ({st}{'; ' + det if det else ''}); differs: {_config_diff(cfg, r['config'])}"
-        ev = _read_json(d / "eval.json") or {}
-        if "_error" in ev: state, detail, ev = "failed", ev["_error"], {}
+                st, det = _state(d, r["evaluate"])
+                if st == "unreadable": state, detail = st, det
+                else:
+                    cfg = (_read_json(d / "config.json") or {}).get("config", {})
+                    state, detail = "older config", f"{d.name} ({st}{'; ' + det if det else ''}); differs: {_config_diff(cfg, r['config'])}"
+        ev, sm = ({}, {}) if state == "unreadable" else (_read_json(d / "eval.json") or {}, _read_json(d / "summary.json") or {})
+        if bad := ev.get("_error") or sm.get("_error"): state, detail, ev, sm = "unreadable", f"unreadable: {bad}", {}, {}
         rows.append(dict(experiment=exp.name, variant=r["variant"], run_id=d.name, run_dir=str(d), state=state, detail=detail,
-                         current=current, evaluate=r["evaluate"], result=ev, summary=_read_json(d / "summary.json") or {},
-                         batch_size=r["config"]["batch_size"]))
+                         current=current, evaluate=r["evaluate"], result=ev, summary=sm, batch_size=r["config"]["batch_size"]))
     return pd.DataFrame(rows)
 
 # %% ../nbs/15_report.ipynb #c014
@@ -154,7 +221,7 @@ def write_fixture(src_runs, dst=None, scale: str = "tiny") -> Path:
 
 # %% ../nbs/15_report.ipynb #c019
 def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = None) -> dict:
-    "Paper-unit metrics of one run's evaluation."
+    "Paper-unit metrics of one run's evaluation; one computed from a non-finite value is NaN or inf (invalid)."
     out = {}
     if "top1_finetune" in ev: out["top1_finetune"] = 100 * ev["top1_finetune"]
     if "linear_probe" in ev: out["top1_linear"] = 100 * ev["linear_probe"]
@@ -162,43 +229,71 @@ def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = 
     if "peak_mem_mb" in ev: out["memory_gb_per_gpu"] = ev["peak_mem_mb"] / 1024
     s = summary or {}
     if ev.get("images_per_s") and batch_size and s.get("epochs") and s.get("steps"):
-        out["minutes_per_epoch"] = s["steps"] / s["epochs"] * batch_size / ev["images_per_s"] / 60
+        ok = all(np.isfinite(v) for v in (ev["images_per_s"], s["epochs"], s["steps"]))
+        out["minutes_per_epoch"] = s["steps"] / s["epochs"] * batch_size / ev["images_per_s"] / 60 if ok else float("nan")
     return out
 
 # %% ../nbs/15_report.ipynb #c022
 RATIO_METRICS = ("minutes_per_epoch", "memory_gb_per_gpu", "gmacs")
+METRIC_SOURCES = dict(top1_finetune=[("eval.json", "top1_finetune")], top1_linear=[("eval.json", "linear_probe")], gmacs=[("eval.json", "gmacs")],
+                      memory_gb_per_gpu=[("eval.json", "peak_mem_mb")],
+                      minutes_per_epoch=[("eval.json", "images_per_s"), ("summary.json", "steps"), ("summary.json", "epochs")])
+
+def _raw(v) -> str:
+    "How a non-finite number is written: NaN, inf, -inf."
+    return "NaN" if np.isnan(v) else ("inf" if v > 0 else "-inf")
+
+def _invalid_source(metric: str, ev: dict, summary: dict) -> str:
+    files = {"eval.json": ev or {}, "summary.json": summary or {}}
+    bad = [f"{f} {k} = {_raw(files[f][k])}" for f, k in METRIC_SOURCES.get(metric, [])
+           if _is_number(files[f].get(k)) and not np.isfinite(files[f][k])]
+    return ", ".join(bad) or f"{metric} is not finite"
+
+def _mark(df: pd.DataFrame, i, col: str, raw: str = ""):
+    "Make cell `(i, col)` invalid: NaN in the frame, named in `invalid_cells` (`col=raw` for a measured value)."
+    df.at[i, col] = np.nan
+    df.at[i, "invalid_cells"] = ", ".join(x for x in (df.at[i, "invalid_cells"], f"{col}={raw}" if raw else col) if x)
 
 def report_table(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | None = None) -> pd.DataFrame:
-    "Paper vs ours for every cell of experiment `exp`."
+    "Paper vs ours for every cell of experiment `exp`; a non-finite number is NaN, named in `invalid_cells`."
     exp = get_experiment(exp)
     cells = paper_cells() if cells is None else cells
     cells = cells[(cells.experiment == exp.name)]
     runs = run_rows(exp.name, runs_dir, scale).set_index("variant")
     cmd = launch_command(exp.name, scale)
-    rows = []
+    rows, invalid = [], []
     for c in cells.itertuples():
         r = runs.loc[c.variant]
         got = run_metrics(r.result, r.summary, r.batch_size)
         ours, used = got.get(c.metric, np.nan), c.metric
-        if np.isnan(ours) and c.metric == "top1_finetune" and "top1_linear" in got:   # tiny scale: the linear probe stands in
+        if c.metric not in got and c.metric == "top1_finetune" and "top1_linear" in got:   # tiny scale: the linear probe stands in
             ours, used = got["top1_linear"], "top1_linear"
-        if r.state in ("done", "older config") and np.isnan(ours):
+        detail, bad = r.detail, used in got and not np.isfinite(ours)
+        if bad:
+            invalid.append((len(rows), _raw(ours)))
+            detail = "; ".join(x for x in (detail, f"invalid: {_invalid_source(used, r.result, r.summary)}") if x)
+        if r.state in ("done", "older config") and np.isnan(ours) and not bad:
             todo = f"not measured by this experiment ({r.evaluate})" if r.state == "done" else cmd
         else: todo = "" if r.state == "done" else cmd
         rows.append(dict(table=c.table, row=c.row, variant=c.variant, metric=c.metric, paper=c.value, ours=ours, ours_metric=used,
-                         diff=ours - c.value, state=r.state, detail=r.detail, todo=todo, run_id=r.run_id))
+                         diff=ours - c.value, state=r.state, detail=detail, todo=todo, run_id=r.run_id, invalid_cells=""))
     df = pd.DataFrame(rows)
+    for i, raw in invalid: _mark(df, i, "ours", raw); _mark(df, i, "diff")
     for m in RATIO_METRICS:
         sel = df.metric == m
         if not sel.any() or "smr" not in set(df.variant[sel]): continue
         base = df[sel & (df.variant == "smr")].iloc[0]
         df.loc[sel, "paper_vs_smr"] = df.paper[sel] / base.paper
         df.loc[sel, "ours_vs_smr"] = df.ours[sel] / base.ours
+        for i in df.index[sel]:                       # a ratio of or against an invalid value, or by zero, is invalid
+            for col in ("paper_vs_smr", "ours_vs_smr"):
+                against = col == "ours_vs_smr" and ("ours=" in base.invalid_cells or "ours=" in df.at[i, "invalid_cells"])
+                if against or np.isinf(df.at[i, col]): _mark(df, i, col)
     return df
 
 # %% ../nbs/15_report.ipynb #c025
 def compactness_frame(runs_dir, scale: str = "tiny", exp: str = "smr_fig2") -> pd.DataFrame:
-    "Long table: model, task, removed (% of tokens), loss, state; empty when no run has been evaluated."
+    "Long table: model, task, removed (% of tokens), loss (NaN or inf when invalid), state; empty when no run has been evaluated."
     rows = []
     for r in run_rows(exp, runs_dir, scale).itertuples():
         for c in r.result.get("compactness", []):
@@ -206,19 +301,45 @@ def compactness_frame(runs_dir, scale: str = "tiny", exp: str = "smr_fig2") -> p
     return pd.DataFrame(rows, columns=["model", "task", "removed", "loss", "state"])
 
 def compactness_table(cf: pd.DataFrame) -> pd.DataFrame:
-    "Figure 2 as a table: one row per (model, task), one column per % removed."
+    "Figure 2 as a table: one row per (model, task), one column per % removed; a non-finite loss is NaN, named in `invalid_cells`."
     if cf.empty: return pd.DataFrame()
-    return cf.pivot_table(index=["model", "task"], columns="removed", values="loss").rename(columns=lambda c: f"loss@{c:.0f}%").reset_index()
+    cf = cf.assign(loss=cf.loss.astype(float), col=cf.removed.map(lambda c: f"loss@{c:.0f}%"))
+    ok = np.isfinite(cf.loss)
+    t = cf.assign(loss=cf.loss.where(ok)).groupby(["model", "task", "removed"]).loss.mean().unstack("removed")
+    t = t.rename(columns=lambda c: f"loss@{c:.0f}%").rename_axis(columns=None).reset_index()
+    marks = {}
+    for r in cf[~ok].itertuples(): marks.setdefault((r.model, r.task), []).append(f"{r.col}={_raw(r.loss)}")
+    t["invalid_cells"] = [", ".join(marks.get((m, k), [])) for m, k in zip(t.model, t.task)]
+    return t
+
+def n_invalid(df: pd.DataFrame) -> int:
+    "How many measured values of a `report_table` or `compactness_table` are invalid (not finite)."
+    if "invalid_cells" not in df: return 0
+    return int(sum(m.count("=") for m in df.invalid_cells if isinstance(m, str)))
 
 # %% ../nbs/15_report.ipynb #c028
 DASH = "—"
 
+def _marks(s) -> list:
+    "`'ours=NaN, diff'` -> `[('ours', 'NaN (invalid)'), ('diff', 'invalid')]`."
+    if not isinstance(s, str): return []
+    return [(c, f"{raw} (invalid)" if raw else "invalid") for c, _, raw in (m.strip().partition("=") for m in s.split(",") if m.strip())]
+
+def _num(v, digits: int) -> str:
+    if pd.isna(v): return DASH
+    return f"{_raw(v)} (invalid)" if np.isinf(v) else f"{v:.{digits}f}"
+
 def fmt_table(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    "Rounded numbers, missing values as an em dash."
+    "Rounded numbers, missing values as an em dash, invalid ones (named in `invalid_cells`, or infinite) as invalid."
     out = df.copy()
     for c in out.columns:
-        if pd.api.types.is_float_dtype(out[c]): out[c] = out[c].map(lambda v: DASH if pd.isna(v) else f"{v:.{digits}f}")
+        if pd.api.types.is_float_dtype(out[c]): out[c] = out[c].map(lambda v: _num(v, digits))
         else: out[c] = out[c].map(lambda v: DASH if v is None or (isinstance(v, float) and np.isnan(v)) else v)
+    if "invalid_cells" in out:
+        for i, s in enumerate(df["invalid_cells"]):
+            for c, text in _marks(s):
+                if c in out: out[c] = out[c].astype(object); out.iat[i, out.columns.get_loc(c)] = text
+        out = out.drop(columns="invalid_cells")
     return out
 
 def save_table(df: pd.DataFrame, out_dir, name: str, digits: int = 2) -> Path:
@@ -233,6 +354,7 @@ def save_table(df: pd.DataFrame, out_dir, name: str, digits: int = 2) -> Path:
 def plot_compactness(cf: pd.DataFrame, path=None, title="Figure 2: reconstruction loss vs tokens removed"):
     "Figure 2 from `compactness_frame`."
     import matplotlib; import matplotlib.pyplot as plt; import seaborn as sns
+    cf = cf[np.isfinite(cf.loss.astype(float))]   # an invalid loss is in the tables, not on the curve
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if cf.empty: ax.text(0.5, 0.5, "no compactness results yet", ha="center", va="center")
     else: sns.lineplot(data=cf, x="removed", y="loss", hue="model", style="task", markers=True, ax=ax)

@@ -4,7 +4,8 @@
 
 # %% ../nbs/10_train.ipynb #c003
 from __future__ import annotations
-import difflib, json, math, os, platform, random, resource, socket, sys, time
+import difflib, errno, fcntl, json, math, os, platform, random, resource, signal, socket, sys, time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import numpy as np
@@ -14,8 +15,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .pretrain import PretrainConfig, Pretrainer
 
 # %% auto #0
-__all__ = ['RESUMABLE_KEYS', 'TrainConfig', 'lr_at', 'EpochBatches', 'SeededDataset', 'setup_distributed', 'atomic_save',
-           'model_state', 'load_model_state', 'RunDir', 'build_dataset', 'build_optimizer', 'SimulatedCrash', 'train']
+__all__ = ['RESUMABLE_KEYS', 'AMENDABLE_KEYS', 'TrainConfig', 'lr_at', 'EpochBatches', 'SeededDataset', 'setup_distributed',
+           'atomic_save', 'atomic_write_text', 'read_json', 'load_checkpoint', 'model_state', 'load_model_state',
+           'RunLocked', 'describe_holder', 'RunDir', 'build_dataset', 'build_optimizer', 'SimulatedCrash', 'train']
 
 # %% ../nbs/10_train.ipynb #c006
 @dataclass
@@ -48,6 +50,56 @@ class TrainConfig(PretrainConfig):
 
     @property
     def peak_lr(self) -> float: return self.lr if self.lr is not None else self.blr * self.batch_size / 256
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig": return super().from_dict(d).check()
+
+    def check(self) -> "TrainConfig":
+        "`self` if every value has its field's type and range; a `ValueError` naming the key, the value and what is allowed otherwise."
+        hints = {f.name: f.type for f in fields(self)}
+        for k, v in asdict(self).items():
+            want = _type_ok(v, hints[k])
+            if want: raise ValueError(f"{k}={v!r} is not valid: {k} must be {want}")
+            rule = _RANGES.get(k)
+            if rule and v is not None and not rule[0](v): raise ValueError(f"{k}={v!r} is not valid: {k} must be {rule[1]}")
+        return self
+
+def _type_ok(v, hint: str) -> str:
+    "'' when `v` fits the annotation `hint` (a string: annotations are postponed), else what it should be."
+    opts = [h.strip() for h in str(hint).split("|")]
+    if v is None: return "" if "None" in opts or "object" in opts else f"of type {hint}"
+    ok = {"int": lambda x: isinstance(x, int) and not isinstance(x, bool),
+          "float": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+          "str": lambda x: isinstance(x, str), "bool": lambda x: isinstance(x, bool),
+          "tuple": lambda x: isinstance(x, (tuple, list)), "dict": lambda x: isinstance(x, dict), "object": lambda x: True}
+    names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+             "tuple": "a tuple such as (0.9, 0.95) or [0.9, 0.95]", "dict": "a dict (JSON object)", "None": "none"}
+    return "" if any(ok[o](v) for o in opts if o in ok) else " or ".join(names.get(o, o) for o in opts)
+
+def _num(x): return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _pair(lo_ok, hi_ok): return lambda t: len(t) == 2 and all(_num(x) for x in t) and lo_ok(t[0]) and hi_ok(t[1])
+
+_RANGES = {  # key: (check, what is allowed); types are checked first, None passes where the type allows it
+    "epochs": (lambda x: x >= 1, "an integer >= 1"), "batch_size": (lambda x: x >= 1, "an integer >= 1"),
+    "img_size": (lambda x: x >= 1, "an integer >= 1"), "seed": (lambda x: x >= 0, "an integer >= 0"),
+    "num_workers": (lambda x: x >= 0, "an integer >= 0"), "log_every": (lambda x: x >= 1, "an integer >= 1"),
+    "ckpt_every": (lambda x: x >= 0, "an integer >= 0 (0: at the end of every epoch)"),
+    "max_steps": (lambda x: x >= 1, "an integer >= 1, or none"),
+    "blr": (lambda x: _num(x) and x > 0, "a finite number > 0"), "lr": (lambda x: _num(x) and x > 0, "a finite number > 0, or none"),
+    "min_lr": (lambda x: _num(x) and x >= 0, "a finite number >= 0"),
+    "warmup_epochs": (lambda x: _num(x) and x >= 0, "a finite number >= 0"),
+    "weight_decay": (lambda x: _num(x) and x >= 0, "a finite number >= 0"),
+    "clip_grad": (lambda x: _num(x) and x > 0, "a finite number > 0, or none"),
+    "drop_path": (lambda x: _num(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "mask_ratio": (lambda x: _num(x) and 0 <= x < 1, "a number in [0, 1), or none"),
+    "beta": (lambda x: _num(x) and x > 0, "a finite number > 0"),
+    "decoder_depth": (lambda x: x >= 0, "an integer >= 0, or none"), "decoder_width": (lambda x: x >= 1, "an integer >= 1, or none"),
+    "decoder_heads": (lambda x: x >= 1, "an integer >= 1, or none"),
+    "betas": (_pair(lambda a: 0 <= a < 1, lambda b: 0 <= b < 1), "two numbers in [0, 1), e.g. (0.9, 0.95)"),
+    "crop_scale": (lambda t: _pair(lambda a: 0 < a <= 1, lambda b: 0 < b <= 1)(t) and t[0] <= t[1], "two numbers 0 < lo <= hi <= 1, e.g. (0.2, 1.0)"),
+    "amp": (lambda x: x in ("auto", "bf16", "off"), "one of auto, bf16, off"),
+    "on_bad_image": (lambda x: x in ("raise", "skip"), "one of raise, skip"),
+}
 
 # %% ../nbs/10_train.ipynb #c009
 def lr_at(step: int, steps_per_epoch: int, epochs: float, peak: float, warmup_epochs: float, min_lr: float = 0.0) -> float:
@@ -98,11 +150,51 @@ def setup_distributed(device: str = "auto"):
     return rank, world, dev
 
 # %% ../nbs/10_train.ipynb #c017
-def atomic_save(obj, path) -> None:
-    "`torch.save` to `path` through a temporary file and an atomic rename."
+def _write_atomic(path, write, keep_prev=None) -> None:
+    "Call `write(fh)` on a temporary file beside `path`, flush it to disk, rename it to `path` (the old file to `keep_prev` first, if given); on failure remove the temporary."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp); os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh); fh.flush(); os.fsync(fh.fileno())
+        if keep_prev is not None and path.exists(): os.replace(path, keep_prev)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        cause = e
+        while cause is not None and not isinstance(cause, OSError): cause = cause.__cause__ or cause.__context__
+        if (cause is not None and cause.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left" in str(e):
+            raise OSError(errno.ENOSPC, f"no space left on {path.parent} while writing {path.name}: free some space (or move the "
+                          f"run directory) and start again; {path} was not changed") from None
+        raise
+
+def atomic_save(obj, path, keep_prev=None) -> None:
+    "`torch.save` to `path` through a temporary file and an atomic rename (the file it replaces renamed to `keep_prev`, if given)."
+    _write_atomic(path, lambda fh: torch.save(obj, fh), keep_prev)
+
+def atomic_write_text(path, text: str) -> None:
+    "Write `text` to `path` atomically (temporary file + rename)."
+    _write_atomic(path, lambda fh: fh.write(text.encode()))
+
+def read_json(path, fix: str = "") -> object:
+    "The JSON content of `path`; a `ValueError` naming the file (and `fix`) when it is cut short, not JSON or not UTF-8."
+    try: return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path} is unreadable ({type(e).__name__}: {e})" + (f": {fix}" if fix else "")) from None
+
+def load_checkpoint(path) -> dict:
+    "`torch.load` of a checkpoint; a `RuntimeError` naming the file and the way out when it is damaged."
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(ck, dict) or not {"model", "optimizer", "step"} <= set(ck): raise ValueError("not a smrnb checkpoint")
+        return ck
+    except Exception as e:
+        prev = path.with_name("prev.pt")
+        way = (f"the run then resumes from {prev.name}, the checkpoint before it" if path.name == "last.pt" and prev.exists()
+               else "the run then starts again from step 0")
+        raise RuntimeError(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:200]}): it was cut short or damaged. "
+                           f"Move it aside (mv {path} {path}.bad): {way}") from None
 
 def model_state(model) -> dict:
     "The model's state_dict without a frozen external teacher (CLIP weights are reloaded from their file, not copied into every checkpoint)."
@@ -126,35 +218,136 @@ def _set_rng_state(s):
 
 # %% ../nbs/10_train.ipynb #c020
 RESUMABLE_KEYS = {"epochs", "max_steps", "log_every", "ckpt_every", "num_workers", "device", "run_dir", "on_bad_image"}
+AMENDABLE_KEYS = {"lr", "blr", "min_lr", "clip_grad", "warmup_epochs"}   # changeable on an explicit `amend` (a diverged run)
+
+class RunLocked(RuntimeError):
+    "Another live process holds the run directory."
+
+def _holder_info(what: str) -> dict:
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+    job = job or os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+    return dict(pid=os.getpid(), host=socket.gethostname(), job=job, what=what, since=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+def describe_holder(h: dict) -> str:
+    "A holder record as words: 'pid 123 on host h (job 45, train since ...)'."
+    if not h: return "an unknown process"
+    return f"pid {h.get('pid')} on host {h.get('host')}" + (f" (job {h['job']}" if h.get("job") else " (") + f", {h.get('what', '?')} since {h.get('since', '?')})"
 
 class RunDir:
-    "The files of one run: config.json, metrics.jsonl, summary.json, checkpoints/last.pt, done."
+    "The files of one run: config.json, metrics.jsonl, summary.json, checkpoints/last.pt (+ prev.pt), done, lock."
     def __init__(self, path): self.path = Path(path)
     @property
     def ckpt(self): return self.path / "checkpoints" / "last.pt"
     @property
+    def prev_ckpt(self): return self.path / "checkpoints" / "prev.pt"
+    @property
     def done(self): return (self.path / "done").exists()
+    @property
+    def lock_file(self): return self.path / "lock"
 
-    def write_config(self, cfg: TrainConfig, world: int):
+    def resume_ckpt(self) -> Path | None:
+        "The checkpoint a restart resumes from: last.pt, or prev.pt when a crash fell between their two renames."
+        return self.ckpt if self.ckpt.exists() else self.prev_ckpt if self.prev_ckpt.exists() else None
+
+    def holder(self) -> dict | None:
+        "Who holds the run's lock now (their record), or None when nobody does. Reads only; creates nothing."
+        if not self.lock_file.exists(): return None
+        try:
+            with open(self.lock_file, "rb") as fh:
+                try: fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    try: return json.loads(fh.read().decode("utf-8") or "{}") or {"pid": "?"}
+                    except (ValueError, UnicodeDecodeError): return {"pid": "?"}
+                except OSError: return None                      # no locks on this file system
+                fcntl.flock(fh, fcntl.LOCK_UN); return None
+        except OSError: return None
+
+    @contextmanager
+    def lock(self, what: str = "train", wait: bool = False):
+        "Hold the run exclusively while the block runs (see above); `RunLocked` names the holder when `wait` is False."
         self.path.mkdir(parents=True, exist_ok=True)
-        f, new = self.path / "config.json", cfg.to_dict()
-        if f.exists():
-            old = json.loads(f.read_text()).get("config", {})
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
+        fh = open(self.lock_file, "a+b")
+        try:
+            try: fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0); h = _parse_holder(fh.read())
+                if not wait:
+                    raise RunLocked(f"{self.path} is being written by {describe_holder(h)}: one run has one writer. Wait for it, "
+                                    f"stop it, or pass wait=True to queue behind it") from None
+                print(f"{self.path} is held by {describe_holder(h)}; waiting for it", flush=True)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            except OSError as e:
+                print(f"warning: {self.path}: the file system refuses locks ({e}); one writer per run is not enforced", file=sys.stderr)
+            fh.seek(0); stale = _parse_holder(fh.read())
+            if stale: print(f"{self.path}: the last holder, {describe_holder(stale)}, ended without releasing the run; taking it over", flush=True)
+            fh.seek(0); fh.truncate(); fh.write(json.dumps(_holder_info(what)).encode()); fh.flush()
+            try: yield self
+            finally: fh.seek(0); fh.truncate(); fh.flush()
+        finally: fh.close()
+
+    def clean_temporaries(self) -> list:
+        "Remove temporaries left by killed writes (`.<name>.tmp<pid>`); call while holding the lock."
+        gone = [p for d in (self.path, self.path / "checkpoints") if d.exists() for p in d.glob(".*.tmp*")]
+        for p in gone: p.unlink(missing_ok=True)
+        return gone
+
+    def read_config(self) -> dict | None:
+        f = self.path / "config.json"
+        return read_json(f, f"restore it, or move it aside (mv {f} {f}.bad) and start again: the checkpoint's own config is still checked") if f.exists() else None
+
+    def write_config(self, cfg: TrainConfig, world: int, step: int = 0, amend: bool = False) -> TrainConfig:
+        "Check `cfg` against the run's config (see above) and write config.json atomically; returns the config to train with."
+        self.path.mkdir(parents=True, exist_ok=True)
+        new, meta_old = cfg.to_dict(), self.read_config() or {}
+        old, history = meta_old.get("config", {}), list(meta_old.get("history", []))
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
+        if diff and old:
+            first = {}                                            # key -> its value before the first amendment
+            for ch in history:
+                for k, (before, _) in ch.get("changes", {}).items(): first.setdefault(k, before)
+            if not amend and all(k in first and new.get(k) == first[k] for k in diff):
+                print(f"{self.path} was amended ({', '.join(f'{k}={old[k]!r}' for k in diff)}): continuing with the amended values")
+                new.update({k: old[k] for k in diff}); cfg = TrainConfig.from_dict(new); diff = []
+            bad = [k for k in diff if not (amend and k in AMENDABLE_KEYS)]
+            if bad:
+                hint = (f"; to resume a diverged run with new {', '.join(sorted(set(bad) & AMENDABLE_KEYS))}, amend it explicitly "
+                        f"(train(cfg, amend=True), or slurm/launch.py --amend KEY=VALUE)" if set(bad) & AMENDABLE_KEYS and not amend else "")
+                raise ValueError(f"{self.path} holds a run with a different config ({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in bad)}); "
+                                 f"use another run_dir, or delete {self.path} to start over" + hint)
             if diff:
-                raise ValueError(f"{self.path} holds a run with a different config ({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diff)}); "
-                                 f"use another run_dir, or delete {self.path} to start over")
+                history.append(dict(step=step, time=time.strftime("%Y-%m-%d %H:%M:%S"), changes={k: [old.get(k), new.get(k)] for k in diff}))
+                print(f"{self.path}: amended from step {step}: " + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff))
         import timm
         meta = dict(config=new, world_size=world, host=socket.gethostname(), python=platform.python_version(),
                     torch=torch.__version__, timm=timm.__version__, argv=sys.argv, time=time.strftime("%Y-%m-%d %H:%M:%S"))
-        f.write_text(json.dumps(meta, indent=1))
+        if history: meta["history"] = history
+        atomic_write_text(self.path / "config.json", json.dumps(meta, indent=1))
+        return cfg
 
     def log(self, row: dict):
         with open(self.path / "metrics.jsonl", "a") as fh: fh.write(json.dumps(row) + "\n")
 
+    def trim_metrics(self, step: int) -> int:
+        "Keep only the complete rows up to `step` (a resumed run logs the steps after its checkpoint again); returns the rows dropped."
+        f = self.path / "metrics.jsonl"
+        if not f.exists(): return 0
+        lines = f.read_bytes().decode("utf-8", errors="replace").splitlines()
+        keep = []
+        for l in lines:
+            try: r = json.loads(l)
+            except ValueError: continue
+            if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= step: keep.append(l)
+        if len(keep) != len(lines): atomic_write_text(f, "".join(l + "\n" for l in keep))
+        return len(lines) - len(keep)
+
     def finish(self, summary: dict):
-        (self.path / "summary.json").write_text(json.dumps(summary, indent=1))
-        (self.path / "done").write_text(time.strftime("%Y-%m-%d %H:%M:%S") + "\n")
+        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_text(self.path / "done", time.strftime("%Y-%m-%d %H:%M:%S") + "\n")
+
+def _parse_holder(b: bytes) -> dict:
+    try: h = json.loads(b.decode("utf-8") or "{}")
+    except (ValueError, UnicodeDecodeError): return {"pid": "?"}
+    return h if isinstance(h, dict) else {"pid": "?"}
 
 # %% ../nbs/10_train.ipynb #c022
 def build_dataset(cfg: TrainConfig):
@@ -182,15 +375,53 @@ def _peak_mem_mb(dev):
     if dev.type == "cuda": return torch.cuda.max_memory_allocated(dev) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-def train(cfg: TrainConfig | dict, crash_at_step: int | None = None, progress: bool | None = None) -> dict:
-    "Pre-train as `cfg` says (resuming from `run_dir` if it holds a checkpoint); returns the summary."
-    cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+def _pause(run: RunDir, step: int, limit_s: float = 900) -> None:
+    "Testing hook (`pause_at_step`): say so in `run_dir/paused`, then wait for a signal (a preemption, a cancel) to end the process."
+    atomic_write_text(run.path / "paused", json.dumps(dict(step=step, pid=os.getpid(), host=socket.gethostname())))
+    print(f"paused after checkpointing step {step} (pause_at_step): waiting for a signal", flush=True)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline: time.sleep(0.05)       # signal handlers (submitit's, SIGINT) run here
+    raise RuntimeError(f"pause_at_step={step}: no signal came within {limit_s:.0f} s")
+
+def train(cfg: TrainConfig | dict, crash_at_step: int | None = None, progress: bool | None = None, amend: bool = False,
+          wait: bool = False, pause_at_step: int | None = None) -> dict:
+    """Pre-train as `cfg` says (resuming from `run_dir` if it holds a checkpoint); returns the summary.
+    `amend`: accept new `AMENDABLE_KEYS` values for a resumed run (recorded in config.json's history). `wait`: queue behind
+    another process that holds the run instead of refusing. `pause_at_step` (or `$SMRNB_PAUSE_AT_STEP`): a testing hook that
+    waits for a signal once the checkpoint of that step is written (in the attempt that first reaches it)."""
+    cfg = (cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)).check()
+    if pause_at_step is None and os.environ.get("SMRNB_PAUSE_AT_STEP"): pause_at_step = int(os.environ["SMRNB_PAUSE_AT_STEP"])
     rank, world, dev = setup_distributed(cfg.device)
     run = RunDir(cfg.run_dir)
     if run.done:
         if rank == 0: print(f"{run.path} is done; nothing to do (delete its 'done' file to train more)")
-        return json.loads((run.path / "summary.json").read_text())
-    if rank == 0: run.write_config(cfg, world)
+        return read_json(run.path / "summary.json", f"delete {run.path / 'done'} to train the run's last steps again")
+    with ExitStack() as held:
+        err = None
+        if rank == 0:
+            try: held.enter_context(run.lock("train", wait=wait))
+            except RunLocked as e: err = str(e)
+        if world > 1: box = [err]; dist.broadcast_object_list(box, 0); err = box[0]
+        if err: raise RunLocked(err)
+        return _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_step)
+
+def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_step) -> dict:
+    if run.done:                                         # it finished while we waited for the lock
+        return read_json(run.path / "summary.json")
+    if rank == 0:
+        for p in run.clean_temporaries(): print(f"removed {p}, left by a killed write")
+    ck_path = run.resume_ckpt()
+    ck = load_checkpoint(ck_path) if ck_path is not None else None
+    step = ck["step"] if ck is not None else 0
+    if rank == 0: cfg = run.write_config(cfg, world, step, amend)
+    if world > 1: box = [cfg.to_dict()]; dist.broadcast_object_list(box, 0); cfg = TrainConfig.from_dict(box[0])
+    if ck is not None:
+        fixed = {k for k in ck["config"] if k not in RESUMABLE_KEYS | AMENDABLE_KEYS}
+        other = sorted(k for k in fixed if ck["config"].get(k) != cfg.to_dict().get(k))
+        if other: raise ValueError(f"checkpoint {ck_path} belongs to another config ({', '.join(other)} differ): it is not this run's; move it aside or use another run_dir")
+    if rank == 0:
+        dropped = run.trim_metrics(step)
+        if dropped: print(f"metrics.jsonl: dropped {dropped} rows logged after step {step} by the interrupted attempt")
     if cfg.batch_size % world: raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     bs = cfg.batch_size // world
     torch.manual_seed(cfg.seed); np.random.seed(cfg.seed); random.seed(cfg.seed)   # same init on every rank
@@ -200,14 +431,13 @@ def train(cfg: TrainConfig | dict, crash_at_step: int | None = None, progress: b
     total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     model = Pretrainer(cfg).to(dev)
     opt = build_optimizer(model, cfg)
-    step = 0
-    if run.ckpt.exists():
-        ck = torch.load(run.ckpt, map_location="cpu", weights_only=False)
-        load_model_state(model, ck["model"]); opt.load_state_dict(ck["optimizer"]); step = ck["step"]
+    if ck is not None:
+        load_model_state(model, ck["model"]); opt.load_state_dict(ck["optimizer"])
         _set_rng_state(ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0])
-        if rank == 0: print(f"resuming {run.path} from step {step}")
+        if rank == 0: print(f"resuming {run.path} from step {step}" + ("" if ck_path == run.ckpt else f" ({ck_path.name})"))
     else:
         torch.manual_seed(cfg.seed + rank); np.random.seed(cfg.seed + rank); random.seed(cfg.seed + rank)
+    del ck
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and dev.type == "cuda")
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
@@ -216,11 +446,30 @@ def train(cfg: TrainConfig | dict, crash_at_step: int | None = None, progress: b
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=step, desc=run.path.name)
 
-    def save():
+    start_step, saved_step = step, (step if ck_path is not None else None)
+    first_bad = torch.full((), -1, dtype=torch.long, device=dev)   # first step whose loss was not finite (device-side: no sync)
+    pending = None          # (step, RNG states) of a state due to be saved: written once the next forward proves it finite
+
+    def check():
+        "Raise if any loss so far was not finite (one host sync; at log and checkpoint steps only)."
+        fb = first_bad.clone()
+        if world > 1: dist.all_reduce(fb, op=dist.ReduceOp.MAX)
+        fb = int(fb)
+        if fb >= 0:
+            kept = (f"{run.ckpt} (step {saved_step}) is the last good state, from before it" if saved_step is not None
+                    else "no checkpoint was written yet")
+            raise FloatingPointError(
+                f"the loss is not finite at step {fb + 1} (epoch {fb // steps_per_epoch}; steps count from 1 as in metrics.jsonl): stopping. {kept}. Lower the learning rate, set "
+                f"clip_grad or a longer warm-up and resume with them (slurm/launch.py ... --amend lr=... or train(cfg, amend=True): "
+                f"recorded in config.json's history), or check the data")
+
+    def save(at, rng):
         rngs = [None] * world
-        if world > 1: dist.all_gather_object(rngs, _rng_state())
-        else: rngs = [_rng_state()]
-        if rank == 0: atomic_save(dict(model=model_state(model), optimizer=opt.state_dict(), step=step, config=cfg.to_dict(), rng=rngs), run.ckpt)
+        if world > 1: dist.all_gather_object(rngs, rng)
+        else: rngs = [rng]
+        if rank == 0:
+            atomic_save(dict(model=model_state(model), optimizer=opt.state_dict(), step=at, config=cfg.to_dict(), rng=rngs),
+                        run.ckpt, keep_prev=run.prev_ckpt)
 
     t_log, n_log, last_loss = time.time(), 0, float("nan")
     model.train()
@@ -235,28 +484,41 @@ def train(cfg: TrainConfig | dict, crash_at_step: int | None = None, progress: b
             imgs = imgs.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = ddp(imgs)["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step} (epoch {epoch}): stopping. {run.ckpt} "
-                                         f"({'intact, from before this step' if run.ckpt.exists() else 'not written yet'}) is what a restart resumes from; "
-                                         f"lower the learning rate, set clip_grad, or check the data")
+            ld = loss.detach()
+            first_bad = torch.where(torch.isfinite(ld) | (first_bad >= 0), first_bad, step)
+            is_log = (step + 1) % cfg.log_every == 0 or step + 1 == total
+            if pending is not None or is_log:
+                check()
+                if pending is not None:                  # the state of step pending[0] gave a finite loss: keep it
+                    save(*pending); saved_step = pending[0]
+                    if rank == 0 and pause_at_step == saved_step and start_step < saved_step: _pause(run, saved_step)
+                    pending = None
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip_grad: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             opt.step()
             if hasattr(model.target, "update"): model.target.update(model.encoder, (step + 1) / total)
-            step += 1; n_log += imgs.shape[0] * world; last_loss = loss.item()
-            if bar is not None: bar.update(1); bar.set_postfix(loss=f"{last_loss:.4f}")
-            if rank == 0 and (step % cfg.log_every == 0 or step == total):
-                now = time.time()
-                run.log(dict(step=step, epoch=round(step / steps_per_epoch, 4), loss=last_loss, lr=lr,
-                             images_per_s=n_log / max(now - t_log, 1e-9), peak_mem_mb=_peak_mem_mb(dev)))
-                t_log, n_log = now, 0
-            end_of_epoch = step % steps_per_epoch == 0
-            if step == total or (cfg.ckpt_every and step % cfg.ckpt_every == 0) or (not cfg.ckpt_every and end_of_epoch):
-                save()
+            step += 1; n_log += imgs.shape[0] * world
+            if bar is not None: bar.update(1)
+            if is_log:
+                last_loss = float(ld)                    # already synchronised by check()
+                if bar is not None: bar.set_postfix(loss=f"{last_loss:.4f}")
+                if rank == 0:
+                    now = time.time()
+                    run.log(dict(step=step, epoch=round(step / steps_per_epoch, 4), loss=last_loss, lr=lr,
+                                 images_per_s=n_log / max(now - t_log, 1e-9), peak_mem_mb=_peak_mem_mb(dev)))
+                    t_log, n_log = now, 0
+            due = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or (not cfg.ckpt_every and step % steps_per_epoch == 0)
+            if due and step < total: pending = (step, _rng_state())
             if crash_at_step is not None and step == crash_at_step: raise SimulatedCrash(f"simulated crash after step {step}")
             if step >= total: break
     if bar is not None: bar.close()
+    check()
+    if saved_step != total:                              # the final state: no next forward to test it, so test its weights
+        finite = torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
+        if world > 1: finite = finite.float(); dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite): raise FloatingPointError(f"the weights are not finite after the last step ({total}): not saved; {run.ckpt} (step {saved_step}) is the last good state")
+        save(total, _rng_state())
     summary = dict(steps=step, epochs=step / steps_per_epoch, final_loss=last_loss, world_size=world,
                    method=cfg.method, arch=cfg.arch, schedule=model.cfg.schedule, target=model.cfg.target)
     if rank == 0: run.finish(summary)

@@ -22,3 +22,23 @@ def toy(tmp_path_factory):
     d = tmp_path_factory.mktemp("toy")
     make_toy_dataset(d, n_train=7, n_val=2, size=32)
     return d
+
+
+def wait_for(cond, what: str, limit_s: float = 600, proc=None):
+    """Poll `cond()` until it is true. The limit only stops a hung test; no outcome depends on how long this takes.
+    `proc`: a subprocess whose early exit ends the wait with its output."""
+    import time
+    t0 = time.monotonic()
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}:\n{out[-3000:]}\n{err[-3000:]}")
+        assert time.monotonic() - t0 < limit_s, f"gave up waiting for {what} after {limit_s} s"
+        time.sleep(0.1)
+
+
+def paused_pid(run_dir) -> int:
+    "The pid of the trainer paused in `run_dir` by SMRNB_PAUSE_AT_STEP / pause_at_step."
+    import json
+    return json.loads((Path(run_dir) / "paused").read_text())["pid"]

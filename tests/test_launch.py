@@ -1,5 +1,5 @@
 """slurm/launch.py end to end on this machine (no SLURM): plan, debug/local runs, status, skipping, errors, requeue."""
-import json, shutil, subprocess, sys, time
+import json, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
@@ -38,28 +38,28 @@ def test_debug_cluster_runs_evaluates_skips(tmp_path, toy):
     assert "all" in again.stdout and "done" in again.stdout             # nothing resubmitted
 
 
-def test_local_timeout_requeue_resumes_to_the_same_weights(tmp_path, toy):
-    """A local submitit job that reaches its time limit gets the signal, is checkpointed and requeued by
-    submitit (RunJob is Checkpointable), resumes from last.pt, and ends with the same weights as an
-    uninterrupted run. The run is sized from this machine's measured speed so that it needs about three
-    attempts of 40 s (submitit's local controller allows 6)."""
-    import math, time
+def test_local_preemption_requeues_and_resumes_to_the_same_weights(tmp_path, toy, monkeypatch):
+    """A local submitit job that is preempted (SIGUSR2, as on a timeout) is checkpointed and requeued by submitit
+    (RunJob is Checkpointable), resumes from last.pt, and ends with the same weights as an uninterrupted run.
+    Deterministic: the trainer pauses once its step-2 checkpoint is written (SMRNB_PAUSE_AT_STEP) and the test
+    sends the signal then, whatever the machine's speed."""
+    import os, signal
     import submitit
+    from conftest import wait_for, paused_pid
     from smrnb.launch import RunJob
     from smrnb.tiny import tiny_config
     from smrnb.train import train
-    cfg = lambda name, epochs: tiny_config("smr", tmp_path / name, toy, epochs=epochs, batch_size=16, ckpt_every=2,
-                                           log_every=1).to_dict()
-    t = time.time(); train(cfg("calibrate", 5), progress=False)             # 20 steps
-    rate = 20 / (time.time() - t)
-    epochs = max(10, math.ceil(75 * rate / 4))                               # ~75 s of training, 4 steps an epoch
-    train(cfg("straight", epochs), progress=False)
-    ex = submitit.LocalExecutor(folder=str(tmp_path / "jobs"), max_num_timeout=10)
-    ex.update_parameters(timeout_min=0.75, signal_delay_s=5)                # the signal after 40 s
-    job = ex.submit(RunJob(cfg("requeued", epochs), "pretrain"))
-    job.wait()
+    cfg = lambda name: tiny_config("smr", tmp_path / name, toy, epochs=3, batch_size=16, ckpt_every=2, log_every=1).to_dict()
+    train(cfg("straight"), progress=False)
+    monkeypatch.setenv("SMRNB_PAUSE_AT_STEP", "2")                           # the job's environment is copied at submit
+    ex = submitit.LocalExecutor(folder=str(tmp_path / "jobs"), max_num_timeout=3)
+    ex.update_parameters(timeout_min=60)
+    job = ex.submit(RunJob(cfg("requeued"), "pretrain"))
+    wait_for(lambda: (tmp_path / "requeued" / "paused").exists(), "the trainer to pause after its step-2 checkpoint")
+    os.kill(paused_pid(tmp_path / "requeued"), signal.SIGUSR2)             # preemption: submitit checkpoints and requeues
+    job.result()
     out = job.stdout()
-    assert "Requeued" in out and "resuming" in out, out[-2000:]
+    assert "Requeued" in out and "resuming" in out and "from step 2" in out, out[-2000:]
     assert (tmp_path / "requeued" / "done").exists(), job.stderr()
     a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "requeued/checkpoints/last.pt", weights_only=False)["model"]

@@ -41,24 +41,25 @@ def test_slurm_job_array_then_dependent_evaluation(tmp_path, toy):
     assert len(lines) == 5 and len(list(tmp_path.glob("tiny/smr_ablation_4f/*/eval.json"))) == 5
 
 
-def test_slurm_preemption_requeues_and_resumes(tmp_path, toy):
+def test_slurm_preemption_requeues_and_resumes(tmp_path, toy, monkeypatch):
+    """Deterministic: the trainer pauses once its step-2 checkpoint is written (SMRNB_PAUSE_AT_STEP, exported to the
+    job by sbatch), then the test preempts it; it cannot finish before the signal on any machine."""
     import submitit
+    from conftest import wait_for
     from smrnb.launch import RunJob
     from smrnb.tiny import tiny_config
     from smrnb.train import train
-    cfg = lambda name: tiny_config("smr", tmp_path / name, toy, epochs=40, batch_size=16, ckpt_every=2, log_every=1).to_dict()
+    cfg = lambda name: tiny_config("smr", tmp_path / name, toy, epochs=4, batch_size=16, ckpt_every=2, log_every=1).to_dict()
     train(cfg("straight"), progress=False)
+    monkeypatch.setenv("SMRNB_PAUSE_AT_STEP", "2")
     ex = submitit.AutoExecutor(folder=str(tmp_path / "jobs" / "%j"), cluster="slurm", slurm_max_num_timeout=3)
     ex.update_parameters(timeout_min=30, cpus_per_task=2, mem_gb=2, name="smrnb-preempt")   # > 10 min: the preemption branch
     job = ex.submit(RunJob(cfg("requeued"), "pretrain"))
-    ck = tmp_path / "requeued" / "checkpoints" / "last.pt"
-    t0 = time.time()
-    while not ck.exists():
-        assert time.time() - t0 < 300, f"no checkpoint; job state {job.state}"
-        time.sleep(0.5)
+    wait_for(lambda: (tmp_path / "requeued" / "paused").exists(), f"the SLURM job to pause at step 2 (job state {job.state})")
     job._interrupt()                   # USR2 as on preemption: RunJob.checkpoint -> requeue -> resume
     job.result()
     assert "resuming" in job.stdout(), job.stdout()[-2000:]
+    ck = tmp_path / "requeued" / "checkpoints" / "last.pt"
     a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=False)["model"]
     b = torch.load(ck, weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,127 @@
+"""The report never hides or crashes on bad results: non-finite values are shown as invalid (and kept out of diffs, ratios
+and rank correlations), and a run with a file the report cannot use is a row in state `unreadable`, while the rest of
+the report is still written."""
+import json, shutil
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import pytest
+from smrnb.report import (FIXTURE_RUNS, build_report, report_table, fmt_table, save_table, compactness_frame, compactness_table,
+                          _fake_run)
+
+BAD_BYTES = b"step 1 \xff\xfe\xfa not utf-8\n"
+
+
+def fixture_copy(tmp_path) -> Path:
+    "A writable copy of the committed report fixture."
+    runs = tmp_path / "runs"
+    shutil.copytree(FIXTURE_RUNS, runs)
+    return runs
+
+
+def run_dir(runs: Path, exp: str, variant: str) -> Path:
+    "The fixture's run directory of `exp/variant` (there is one per variant)."
+    (d,) = [p for p in (runs / "tiny" / exp).glob(f"{variant}-*") if p.name.rsplit("-", 1)[0] == variant]
+    return d
+
+
+def shown(df: pd.DataFrame, variant: str, col: str, metric: str | None = None) -> str:
+    "The text of one cell of a `report_table` as the report shows it."
+    sel = df.variant == variant
+    if metric is not None: sel &= df.metric == metric
+    return fmt_table(df)[sel][col].iloc[0]
+
+
+def test_nan_value_is_shown_invalid_and_not_used(tmp_path):
+    runs = fixture_copy(tmp_path)
+    (run_dir(runs, "smr_ablation_4f", "k15x4") / "eval.json").write_text('{"evaluate": "linear_probe", "linear_probe": NaN, "knn": 0.1}')
+    df = report_table("smr_ablation_4f", runs)
+    assert shown(df, "k15x4", "ours") == "NaN (invalid)"
+    assert shown(df, "k15x4", "diff") == "invalid"
+    assert "not measured" not in shown(df, "k15x4", "todo")
+    assert "linear_probe" in shown(df, "k15x4", "detail") and "NaN" in shown(df, "k15x4", "detail")
+    assert shown(df, "k20x4", "ours") == "17.00"                                     # the other rows are untouched
+    md = save_table(df, tmp_path / "out", "t").read_text()
+    assert "NaN (invalid)" in md
+
+
+def test_inf_gmacs_makes_ratios_invalid_not_zero(tmp_path):
+    runs = fixture_copy(tmp_path)
+    ev = run_dir(runs, "smr_table8", "smr") / "eval.json"
+    ev.write_text(json.dumps(dict(json.loads(ev.read_text()), gmacs=float("inf"))))       # json writes Infinity
+    df = report_table("smr_table8", runs)
+    assert shown(df, "smr", "ours") == "inf (invalid)"
+    assert shown(df, "sd", "ours_vs_smr") == "invalid"                                # SD / inf is not a ratio of 0.00
+    assert shown(df, "smr", "ours_vs_smr") == "invalid"
+    assert shown(df, "sd", "ours") == "0.02" and shown(df, "sd", "paper_vs_smr") == "1.38"
+    assert not np.isinf(df[["ours", "diff", "ours_vs_smr"]].to_numpy(dtype=float)).any()   # nothing infinite is left to compute with
+    assert (df.ours_vs_smr.fillna(-1) != 0).all()
+
+
+def test_compactness_invalid_loss(tmp_path):
+    c = [dict(task=t, fraction=f, loss=float("nan") if (t, f) == ("smr", 0.5) else f) for t in ("smr", "mim") for f in (0.25, 0.5, 0.75)]
+    _fake_run(tmp_path, "smr_fig2", "smr", eval=dict(evaluate="compactness", compactness=c))
+    ct = fmt_table(compactness_table(compactness_frame(tmp_path)), 4).set_index(["model", "task"])
+    assert ct.loc[("smr", "smr"), "loss@50%"] == "NaN (invalid)"
+    assert ct.loc[("smr", "mim"), "loss@50%"] == "0.5000"
+
+
+CORRUPT = {  # name: (experiment, variant, file, content)
+    "eval_list": ("smr_ablation_4e", "tm", "eval.json", b'[0.3, 0.2]'),
+    "eval_string": ("smr_ablation_4e", "tm", "eval.json", b'{"evaluate": "linear_probe", "linear_probe": "high"}'),
+    "metrics_running": ("smr_ablation_4f", "k35x4", "metrics.jsonl", BAD_BYTES),
+    "metrics_done": ("smr_ablation_4f", "k15x4", "metrics.jsonl", BAD_BYTES),
+    "error_txt": ("smr_ablation_4f", "k30x4", "error.txt", BAD_BYTES),
+    "summary_json": ("smr_ablation_4f", "k15x4", "summary.json", b'{"steps": 5, "epochs": "\xff"}'),
+    "config_json": ("smr_ablation_4f", "k15x4", "config.json", b'{"config": {"method": "\xff\xfe"}}'),
+    "compactness_string": ("smr_fig2", "smr", "eval.json", b'{"evaluate": "compactness", "compactness": [{"task": "smr", "fraction": 0.5, "loss": "low"}]}'),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT))
+def test_unreadable_file_is_a_row_state(tmp_path, case):
+    exp, variant, name, content = CORRUPT[case]
+    runs = fixture_copy(tmp_path)
+    (run_dir(runs, exp, variant) / name).write_bytes(content)
+    if exp == "smr_fig2":
+        assert compactness_frame(runs).model.tolist().count("smr") == 0                 # nothing of the unreadable run is used
+    df = report_table(exp, runs).set_index("variant")
+    assert df.loc[variant, "state"] == "unreadable"
+    assert df.loc[variant, "detail"].startswith(f"unreadable: {name}: "), df.loc[variant, "detail"]
+    assert np.isnan(df.loc[variant, "ours"])
+    others = df.drop(index=variant)
+    assert "unreadable" not in set(others.state) and "done" in set(others.state)          # the other rows are still there
+    if exp != "smr_fig2": assert others.ours.notna().sum() >= 1
+    fmt_table(df.reset_index()); save_table(df.reset_index(), tmp_path / "out", "t")
+
+
+@pytest.mark.parametrize("case", ["eval_list", "eval_string", "metrics_running", "error_txt"])
+def test_report_survives_corruption(tmp_path, case):
+    exp, variant, name, content = CORRUPT[case]
+    runs = fixture_copy(tmp_path)
+    (run_dir(runs, exp, variant) / name).write_bytes(content)
+    html = case == "eval_list"
+    out = build_report(runs, tmp_path / "report", tables="4e,4f,8", html=html)
+    t = "4e" if exp == "smr_ablation_4e" else "4f"
+    rows = [l for l in (out / f"table_{t}.md").read_text().splitlines() if f"| {variant} " in l]
+    assert len(rows) == 1 and "unreadable" in rows[0] and f"unreadable: {name}: " in rows[0], rows
+    for f in ("table_4e.md", "table_4f.md", "table_8.md", "table_8_analytic.md", "summary.md", "summary.csv"):
+        assert (out / f).stat().st_size > 0, f
+    assert "14.00" in (out / "table_4e.md").read_text() and "17.00" in (out / "table_4f.md").read_text()   # other rows' numbers
+    assert len(pd.read_csv(out / "summary.csv")) == 3
+    assert "gmacs" in (out / "table_8.md").read_text()
+    if html: assert "unreadable" in (out / "report.html").read_text()
+
+
+def test_invalid_values_counted_in_summary(tmp_path):
+    runs = fixture_copy(tmp_path)
+    (run_dir(runs, "smr_ablation_4f", "k15x4") / "eval.json").write_text('{"evaluate": "linear_probe", "linear_probe": NaN, "knn": 0.1}')
+    ev = run_dir(runs, "smr_table8", "smr") / "eval.json"
+    ev.write_text(json.dumps(dict(json.loads(ev.read_text()), gmacs=float("inf"))))
+    out = build_report(runs, tmp_path / "report", tables="4e,4f,8", html=False)
+    sm = pd.read_csv(out / "summary.csv").set_index("table")
+    assert sm.loc["4f", "invalid"] == 1 and sm.loc["8", "invalid"] == 1 and sm.loc["4e", "invalid"] == 0
+    assert "invalid" in (out / "summary.md").read_text().splitlines()[0]
+    assert "NaN (invalid)" in (out / "table_4f.md").read_text()
+    t8 = (out / "table_8.md").read_text()
+    assert "inf (invalid)" in t8 and "0.00" not in t8
