@@ -59,8 +59,8 @@ class Experiment:
 
 # %% ../nbs/13_experiments.ipynb #c009
 PAPER_DATA = dict(data_root="/datasets/imagenet", manifest="data_manifests/imagenet1k/train.csv", split="train", num_workers=10)
-CLIP_B = {"model_name": "ViT-B-16", "checkpoint": "checkpoints/clip/ViT-B-16.pt"}
-CLIP_L = {"model_name": "ViT-L-14", "checkpoint": "checkpoints/clip/ViT-L-14.pt"}
+CLIP_B = {"model_name": "ViT-B-16-quickgelu", "checkpoint": "checkpoints/clip/ViT-B-16-quickgelu.pt"}   # OpenAI CLIP: QuickGELU
+CLIP_L = {"model_name": "ViT-L-14-quickgelu", "checkpoint": "checkpoints/clip/ViT-L-14-quickgelu.pt"}
 MAE_RECIPE = dict(batch_size=4096, blr=1.5e-4, warmup_epochs=40, betas=(0.9, 0.95), min_lr=0.0, weight_decay=0.05,
                   drop_path=0.0, decoder_width=512, decoder_heads=16)
 PAPER_GPU = dict(nodes=1, gpus_per_node=8, timeout_min=4320, cpus_per_task=10, mem_gb=480)

@@ -16,7 +16,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 # %% auto #0
 __all__ = ['CLIP_DIR_ENV', 'TARGETS', 'Target', 'patchify', 'unpatchify', 'pixel_target', 'PixelTarget', 'renormalize',
-           'default_clip_checkpoint', 'ClipTarget', 'clip_target', 'cosine_momentum', 'EMATeacher', 'make_target']
+           'default_clip_checkpoint', 'ClipTarget', 'clip_target', 'convert_openai_checkpoint', 'cosine_momentum',
+           'EMATeacher', 'make_target']
 
 # %% ../nbs/07_targets.ipynb #c006
 class Target(nn.Module):
@@ -195,9 +196,24 @@ def clip_target(model_name: str = "ViT-B-16", checkpoint=None, allow_random: boo
     else:
         path = default_clip_checkpoint(model_name)
         if not path.is_file(): raise _missing_checkpoint(model_name, path, given=False)
-    model = open_clip.create_model(model_name, pretrained=None if path is None else str(path.resolve()),
-                                   force_image_size=img_size, weights_only=weights_only)
+    try:
+        model = open_clip.create_model(model_name, pretrained=None if path is None else str(path.resolve()),
+                                       force_image_size=img_size, weights_only=weights_only)
+    except RuntimeError as e:
+        if "TorchScript" not in str(e): raise
+        raise ValueError(f"{path} is a TorchScript archive (OpenAI's original CLIP file), which weights_only=True refuses: convert it "
+                         f"once to a plain state dict with smrnb.targets.convert_openai_checkpoint({str(path)!r}, 'OUT.pt') and point "
+                         f"checkpoint= at OUT.pt (OpenAI's weights need model_name '{model_name.removesuffix('-quickgelu')}-quickgelu')") from None
     return ClipTarget(model, patch_size=patch_size, whiten=whiten, use_ln_post=use_ln_post, project=project, mean=mean, std=std)
+
+def convert_openai_checkpoint(src, dst) -> Path:
+    """OpenAI's original CLIP file (a TorchScript archive such as `ViT-B-16.pt`) -> a plain state dict at `dst` that
+    `clip_target(..., weights_only=True)` loads. `torch.jit.load` runs TorchScript from the file: convert only a file you trust."""
+    m = torch.jit.load(str(src), map_location="cpu")
+    sd = {k: v for k, v in m.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size", "attn_mask")}
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(sd, dst)
+    return Path(dst)
 
 # %% ../nbs/07_targets.ipynb #c042
 def cosine_momentum(progress: float, momentum: float = 0.996, end_momentum: float = 1.0) -> float:
