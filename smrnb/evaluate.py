@@ -4,27 +4,57 @@
 
 # %% ../nbs/11_eval.ipynb #c003
 from __future__ import annotations
-import copy, math
+import copy, difflib, json, math, os, random
+from contextlib import nullcontext
+from dataclasses import dataclass, fields, asdict
+from pathlib import Path
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from timm.layers import Attention
+from timm.models.vision_transformer import VisionTransformer
 
 # %% auto #0
-__all__ = ['extract_features', 'knn_accuracy', 'linear_probe', 'param_groups_lrd', 'finetune', 'accuracy', 'compactness']
+__all__ = ['extract_features', 'extract_features_distributed', 'knn_accuracy', 'linear_probe', 'FinetuneConfig',
+           'relative_position_index', 'RelPosAttention', 'finetune_model', 'finetune_no_weight_decay',
+           'param_groups_lrd', 'accuracy', 'finetune', 'compactness']
 
 # %% ../nbs/11_eval.ipynb #c006
 @torch.no_grad()
-def extract_features(encoder, loader, pool: str = "avg", device="cpu"):
-    "Pooled features `(N, D)` and labels `(N,)` of a frozen encoder with its compressors removed."
+def extract_features(encoder, loader, pool: str = "avg", device="cpu", amp: bool | None = None):
+    "Pooled features `(N, D)` (float32) and labels `(N,)` of a frozen encoder with its compressors removed (bf16 on CUDA unless `amp=False`)."
+    device = torch.device(device)
+    amp = device.type == "cuda" if amp is None else amp
     enc = copy.deepcopy(encoder).set_schedule(None).eval().to(device)
     feats, labels = [], []
     for x, y in loader:
-        o = enc.forward_features(x.to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            o = enc.forward_features(x.to(device, non_blocking=True))
         f = o.x[:, 0] if pool == "cls" else o.x[:, enc.num_prefix_tokens:].mean(1)
         feats.append(f.float().cpu()); labels.append(torch.as_tensor(y))
     return torch.cat(feats), torch.cat(labels)
+
+def extract_features_distributed(encoder, dataset, work_dir, name: str, batch_size: int = 128, device="cpu",
+                                 num_workers: int = 0, pool: str = "avg"):
+    "`(features, labels)` of the whole `dataset` on rank 0 (None on the others); every process extracts its share (see above)."
+    from torch.utils.data import Subset
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    idx = list(range(rank, len(dataset), world))
+    f, y = extract_features(encoder, DataLoader(Subset(dataset, idx), batch_size=batch_size, num_workers=num_workers), pool, device)
+    if world == 1: return f, y
+    from smrnb.train import atomic_save
+    work = Path(work_dir); atomic_save(dict(idx=torch.tensor(idx), f=f, y=y), work / f"{name}.rank{rank}.pt")
+    dist.barrier()
+    if rank != 0: return None
+    parts = [torch.load(work / f"{name}.rank{r}.pt", weights_only=True) for r in range(world)]
+    order = torch.cat([p["idx"] for p in parts]).argsort()
+    out = torch.cat([p["f"] for p in parts])[order], torch.cat([p["y"] for p in parts])[order]
+    for r in range(world): (work / f"{name}.rank{r}.pt").unlink(missing_ok=True)
+    return out
 
 # %% ../nbs/11_eval.ipynb #c008
 def knn_accuracy(train_f, train_y, test_f, test_y, k: int = 20, T: float = 0.07, num_classes: int | None = None) -> float:
@@ -57,55 +87,230 @@ def linear_probe(train_f, train_y, test_f, test_y, epochs: int = 100, lr: float 
     with torch.no_grad(): return (head(test_f).argmax(1) == test_y).float().mean().item()
 
 # %% ../nbs/11_eval.ipynb #c015
-def param_groups_lrd(model, weight_decay: float, layer_decay: float, no_weight_decay=()):
-    "MAE/timm layer-wise lr decay groups for a ViT (stem = layer 0, block k = layer k+1, rest = top)."
-    from timm.optim import param_groups_layer_decay
-    return param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=layer_decay,
-                                    no_weight_decay_list=list(no_weight_decay))
+@dataclass
+class FinetuneConfig:
+    "Fine-tuning recipe; the defaults are Table 6's ViT-B column (see above for each reading)."
+    epochs: int = 100
+    batch_size: int = 1024                 # total over all processes
+    accum_iter: int = 1                    # micro-batches per optimizer step: per-GPU micro-batch = batch_size / world / accum_iter
+    blr: float = 5e-4                      # per 256 images: lr = blr * batch_size / 256 (MAE/BEiT)
+    lr: float | None = None                # absolute peak lr (overrides blr): the other reading of Table 6 is lr=5e-4
+    min_lr: float = 2e-6
+    warmup_epochs: float = 20              # Table 6 (Appendix B's prose: 5)
+    layer_decay: float = 0.65              # ViT-B (HiViT-B 0.85, ConvViT-E 0.75)
+    weight_decay: float = 0.05
+    betas: tuple = (0.9, 0.999)
+    drop_path: float = 0.2
+    label_smoothing: float = 0.1
+    mixup: float = 0.8                     # alphas, as MAE/BEiT
+    cutmix: float = 1.0
+    auto_augment: str = "rand-m9-mstd0.5-inc1"   # RandAug (9, 0.5)
+    color_jitter: float = 0.4              # not applied by timm while RandAugment is on (as in MAE/BEiT)
+    re_prob: float = 0.25
+    rpe: bool = True                       # relative position bias (zero-initialised)
+    clip_grad: float | None = None
+    eval_every: int = 0                    # epochs between validations (0: only after the last epoch)
+    ckpt_every: int = 0                    # steps between checkpoints (0: at the end of every epoch)
+    num_workers: int = 8
+    amp: str = "auto"                      # auto (bf16 on CUDA) | bf16 | off
+    device: str = "auto"
+    seed: int = 0
 
-def finetune(encoder, train_loader, val_loader, num_classes: int, epochs: int = 100, blr: float = 5e-4,
-             layer_decay: float = 0.65, weight_decay: float = 0.05, warmup_epochs: float = 5, min_lr: float = 2e-6,
-             drop_path: float = 0.2, label_smoothing: float = 0.1, mixup: float = 0.8, cutmix: float = 1.0,
-             device="cpu", seed: int = 0) -> dict:
-    "Fine-tune a copy of `encoder` with a linear head; returns train loss and val top-1 per epoch."
-    from smrnb.train import lr_at
-    torch.manual_seed(seed)
-    m = copy.deepcopy(encoder).set_schedule(None)
-    m.reset_classifier(num_classes, global_pool="avg")
-    for i, blk in enumerate(m.blocks):   # stochastic depth for fine-tuning
-        rate = drop_path * i / max(len(m.blocks) - 1, 1)
-        from timm.layers import DropPath
-        blk.drop_path1 = DropPath(rate) if rate > 0 else nn.Identity(); blk.drop_path2 = DropPath(rate) if rate > 0 else nn.Identity()
-    nn.init.trunc_normal_(m.head.weight, std=2e-5)
-    m = m.to(device)
-    bs = train_loader.batch_size
-    peak = blr * bs / 256
-    opt = torch.optim.AdamW(param_groups_lrd(m, weight_decay, layer_decay, m.no_weight_decay()), lr=peak, betas=(0.9, 0.999))
-    mix = None
-    if mixup > 0 or cutmix > 0:
-        from timm.data import Mixup
-        mix = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
-    spe, step, hist = len(train_loader), 0, []
-    for ep in range(epochs):
-        m.train(); tot = 0.0
-        for x, y in train_loader:
-            for g in opt.param_groups: g["lr"] = lr_at(step, spe, epochs, peak, warmup_epochs, min_lr) * g.get("lr_scale", 1.0)
-            x, y = x.to(device), torch.as_tensor(y).to(device)
-            if mix is not None and len(x) % 2 == 0:
-                x, yt = mix(x, y); loss = torch.sum(-yt * F.log_softmax(m(x), -1), -1).mean()
-            else: loss = F.cross_entropy(m(x), y, label_smoothing=label_smoothing)
-            if not torch.isfinite(loss): raise FloatingPointError(f"fine-tuning loss is {loss.item()} at epoch {ep}, step {step}")
-            opt.zero_grad(); loss.backward(); opt.step(); step += 1; tot += loss.item()
-        hist.append(dict(epoch=ep + 1, train_loss=tot / spe, val_acc=accuracy(m, val_loader, device)))
-    return dict(history=hist, val_acc=hist[-1]["val_acc"] if hist else float("nan"))
+    @property
+    def peak_lr(self) -> float: return self.lr if self.lr is not None else self.blr * self.batch_size / 256
 
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "FinetuneConfig":
+        "Build from a dict, refusing unknown keys (with the close names) and impossible values."
+        names = [f.name for f in fields(cls)]
+        for k in d or {}:
+            if k not in names:
+                close = difflib.get_close_matches(k, names, n=3)
+                raise ValueError(f"unknown fine-tuning key {k!r}" + (f"; did you mean {', '.join(close)}?" if close else "") + f" Valid keys: {', '.join(names)}")
+        c = cls(**(d or {}))
+        for k in ("epochs", "batch_size", "accum_iter"):
+            v = getattr(c, k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"fine-tuning {k}={v!r} is not valid: an integer >= 1")
+        if c.amp not in ("auto", "bf16", "off"): raise ValueError(f"fine-tuning amp={c.amp!r}: one of auto, bf16, off")
+        return c
+
+    def to_dict(self) -> dict: return json.loads(json.dumps(asdict(self)))
+
+def relative_position_index(grid: tuple) -> torch.Tensor:
+    "BEiT's `(N+1, N+1)` index into a `(2H-1)(2W-1)+3` bias table for an `H x W` patch grid with a class token first."
+    H, W = grid
+    yx = torch.stack(torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")).flatten(1)   # (2, HW)
+    rel = (yx[:, :, None] - yx[:, None, :]).permute(1, 2, 0)                                        # (HW, HW, 2) offsets
+    n = (2 * H - 1) * (2 * W - 1)
+    idx = torch.empty(H * W + 1, H * W + 1, dtype=torch.long)
+    idx[1:, 1:] = (rel[..., 0] + H - 1) * (2 * W - 1) + rel[..., 1] + W - 1
+    idx[0, 1:], idx[1:, 0], idx[0, 0] = n, n + 1, n + 2          # class -> patch, patch -> class, class -> class
+    return idx
+
+class RelPosAttention(Attention):
+    "timm's `Attention` plus a per-block relative position bias (BEiT), added to the logits as SDPA's float mask."
+    def init_rpe(self, grid: tuple):
+        self.rpe_grid = tuple(grid)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * grid[0] - 1) * (2 * grid[1] - 1) + 3, self.num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(grid), persistent=False)
+        return self
+
+    def forward(self, x, attn_mask=None, is_causal: bool = False):
+        N = x.shape[1]
+        if N != self.relative_position_index.shape[0]:
+            raise ValueError(f"relative position bias is for {self.relative_position_index.shape[0]} tokens, got {N}")
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(N, N, -1).permute(2, 0, 1).unsqueeze(0)
+        return super().forward(x, attn_mask=bias if attn_mask is None else bias + attn_mask)
+
+def finetune_model(encoder, num_classes: int, drop_path: float = 0.2, rpe: bool = True) -> VisionTransformer:
+    "The fine-tuning model of a pre-trained encoder (see above): timm ViT, avg pool + fresh `fc_norm` + MAE-initialised head."
+    e = encoder
+    if e.num_prefix_tokens != 1 or e.cls_token is None: raise ValueError("finetune_model expects a ViT with one class token")
+    blk = e.blocks[0]
+    m = VisionTransformer(img_size=e.patch_embed.img_size, patch_size=e.patch_embed.patch_size, embed_dim=e.embed_dim,
+                          depth=len(e.blocks), num_heads=blk.attn.num_heads, mlp_ratio=blk.mlp.fc1.out_features / e.embed_dim,
+                          qkv_bias=blk.attn.qkv.bias is not None, global_pool="avg", fc_norm=True, num_classes=num_classes,
+                          drop_path_rate=drop_path)
+    sd = {k: v for k, v in e.state_dict().items() if not k.startswith(("norm.", "head.", "fc_norm."))}
+    res = m.load_state_dict(sd, strict=False)
+    if res.unexpected_keys or set(res.missing_keys) - {"fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"}:
+        raise ValueError(f"the encoder does not fit a timm ViT: missing {res.missing_keys[:5]}, unexpected {res.unexpected_keys[:5]}")
+    nn.init.trunc_normal_(m.head.weight, std=2e-5); nn.init.zeros_(m.head.bias)
+    nn.init.ones_(m.fc_norm.weight); nn.init.zeros_(m.fc_norm.bias)
+    if rpe:
+        for b in m.blocks: b.attn.__class__ = RelPosAttention; b.attn.init_rpe(m.patch_embed.grid_size)
+    return m
+
+def finetune_no_weight_decay(model) -> set:
+    "Parameter names without weight decay: timm's (`pos_embed`, `cls_token`, ...) and the relative position bias tables (BEiT)."
+    return set(model.no_weight_decay()) | {n for n, _ in model.named_parameters() if n.endswith("relative_position_bias_table")}
+
+def _layer_id(name: str, num_layers: int) -> int:
+    if name in ("cls_token", "pos_embed", "reg_token", "dist_token") or name.startswith("patch_embed"): return 0
+    if name.startswith("blocks."): return int(name.split(".")[1]) + 1
+    return num_layers
+
+def param_groups_lrd(model, weight_decay: float = 0.05, layer_decay: float = 0.75, no_weight_decay=()) -> list:
+    "MAE's layer-wise lr decay groups (see above): `[{'lr_scale', 'weight_decay', 'params'}, ...]`."
+    num_layers = len(model.blocks) + 1
+    no_wd, groups = set(no_weight_decay), {}
+    for n, p in model.named_parameters():
+        if not p.requires_grad: continue
+        decay = not (p.ndim == 1 or n in no_wd)
+        lid = _layer_id(n, num_layers)
+        g = groups.setdefault((lid, decay), dict(lr_scale=layer_decay ** (num_layers - lid), weight_decay=weight_decay if decay else 0.0, params=[]))
+        g["params"].append(p)
+    return list(groups.values())
+
+# %% ../nbs/11_eval.ipynb #c018b
 @torch.no_grad()
 def accuracy(model, loader, device="cpu") -> float:
-    "Top-1 accuracy of a classifier over a loader."
+    "Top-1 accuracy of a classifier over a loader (one process)."
     model.eval(); right = n = 0
     for x, y in loader:
         right += (model(x.to(device)).argmax(-1).cpu() == torch.as_tensor(y)).sum().item(); n += len(x)
     return right / max(n, 1)
+
+@torch.no_grad()
+def _dist_accuracy(model, val_ds, batch_size: int, dev, rank: int, world: int, use_bf16: bool, num_workers: int = 0) -> float:
+    "Top-1 over `val_ds`, each process taking every `world`-th image, the counts summed over processes."
+    from torch.utils.data import Subset
+    model.eval()
+    loader = DataLoader(Subset(val_ds, range(rank, len(val_ds), world)), batch_size=batch_size, num_workers=num_workers,
+                        pin_memory=dev.type == "cuda")
+    counts = torch.zeros(2, device=dev)
+    for x, y in loader:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+            pred = model(x.to(dev, non_blocking=True)).argmax(-1)
+        counts += torch.stack([(pred == torch.as_tensor(y).to(dev)).sum(), torch.tensor(len(y), device=dev)]).float()
+    if world > 1: dist.all_reduce(counts)
+    return (counts[0] / counts[1].clamp_min(1)).item()
+
+def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | dict | None = None, out_dir=None,
+             crash_at_step: int | None = None, pause_at_step: int | None = None) -> dict:
+    """Fine-tune `encoder` as `ft` says (see above), resuming from `out_dir/last.pt`; returns `val_acc`, `history`, `steps`.
+    `crash_at_step`, `pause_at_step` (or `$SMRNB_PAUSE_AT_STEP`): testing hooks, as `smrnb.train.train`'s."""
+    from smrnb.train import (setup_distributed, EpochBatches, SeededDataset, lr_at, atomic_save, load_checkpoint,
+                             _rng_state, _set_rng_state, SimulatedCrash, _pause)
+    if pause_at_step is None and os.environ.get("SMRNB_PAUSE_AT_STEP"): pause_at_step = int(os.environ["SMRNB_PAUSE_AT_STEP"])
+    from smrnb.data import mixup_fn
+    from timm.loss import SoftTargetCrossEntropy
+    ft = ft if isinstance(ft, FinetuneConfig) else FinetuneConfig.from_dict(ft)
+    rank, world, dev = setup_distributed(ft.device)
+    if ft.batch_size % (world * ft.accum_iter):
+        raise ValueError(f"fine-tuning batch_size {ft.batch_size} does not split over {world} processes x accum_iter {ft.accum_iter}")
+    per_rank = ft.batch_size // world; micro = per_rank // ft.accum_iter
+    mix = mixup_fn(num_classes, ft.mixup, ft.cutmix, ft.label_smoothing)
+    if mix is not None and per_rank % 2: raise ValueError(f"mixup/cutmix needs an even batch per process, got {per_rank}")
+    torch.manual_seed(ft.seed)                                             # the same head on every rank
+    model = finetune_model(encoder, num_classes, ft.drop_path, ft.rpe).to(dev)
+    opt = torch.optim.AdamW(param_groups_lrd(model, ft.weight_decay, ft.layer_decay, finetune_no_weight_decay(model)),
+                            lr=ft.peak_lr, betas=tuple(ft.betas), fused=dev.type == "cuda")
+    ds = SeededDataset(train_ds, ft.seed)
+    spe = len(ds) // ft.batch_size
+    if spe == 0: raise ValueError(f"the fine-tuning set has {len(ds)} images, fewer than one batch of {ft.batch_size}: lower batch_size")
+    total = ft.epochs * spe
+    ckpt = Path(out_dir) / "last.pt" if out_dir is not None else None
+    step, hist, epoch_loss = 0, [], 0.0
+    if ckpt is not None and ckpt.exists():
+        ck = load_checkpoint(ckpt)
+        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); step, hist = ck["step"], ck["history"]
+        mine = ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0]
+        _set_rng_state(mine); epoch_loss = mine.get("epoch_loss", 0.0)      # this rank's running loss, for a checkpoint taken mid-epoch
+        if rank == 0: print(f"fine-tuning: resuming {ckpt} from step {step}", flush=True)
+    else:
+        torch.manual_seed(ft.seed + rank); np.random.seed(ft.seed + rank); random.seed(ft.seed + rank)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    use_bf16 = ft.amp == "bf16" or (ft.amp == "auto" and dev.type == "cuda")
+    crit = SoftTargetCrossEntropy() if mix is not None else nn.CrossEntropyLoss(label_smoothing=ft.label_smoothing)
+
+    def save():
+        rngs = [None] * world
+        mine = dict(_rng_state(), epoch_loss=loss_sum.item())
+        if world > 1: dist.all_gather_object(rngs, mine)
+        else: rngs = [mine]
+        if rank == 0: atomic_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step, history=hist,
+                                       finetune=ft.to_dict(), rng=rngs), ckpt)
+
+    loss_sum, start_step = torch.full((), epoch_loss, device=dev), step
+    while step < total:
+        epoch, start = divmod(step, spe)
+        loader = DataLoader(ds, batch_sampler=EpochBatches(len(ds), per_rank, ft.seed, epoch, rank, world, start),
+                            num_workers=ft.num_workers, pin_memory=dev.type == "cuda", generator=torch.Generator())
+        model.train()
+        for x, y in loader:
+            lr = lr_at(step, spe, ft.epochs, ft.peak_lr, ft.warmup_epochs, ft.min_lr)
+            for g in opt.param_groups: g["lr"] = lr * g["lr_scale"]
+            x, y = x.to(dev, non_blocking=True), torch.as_tensor(y).to(dev, non_blocking=True)
+            if mix is not None: x, y = mix(x, y)
+            opt.zero_grad(set_to_none=True)
+            for i in range(ft.accum_iter):
+                sync = world == 1 or i == ft.accum_iter - 1
+                with (nullcontext() if sync else ddp.no_sync()):
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        out = ddp(x[i * micro:(i + 1) * micro])
+                    loss = crit(out.float(), y[i * micro:(i + 1) * micro]) / ft.accum_iter
+                    loss.backward()
+                loss_sum += loss.detach()
+            if ft.clip_grad: torch.nn.utils.clip_grad_norm_(model.parameters(), ft.clip_grad)
+            opt.step(); step += 1
+            if step % spe == 0:                                             # end of an epoch: one host sync
+                ep_loss = loss_sum.clone()
+                if world > 1: dist.all_reduce(ep_loss); ep_loss /= world
+                ep_loss = ep_loss.item() / spe; loss_sum.zero_()
+                if not math.isfinite(ep_loss): raise FloatingPointError(f"fine-tuning loss is not finite in epoch {epoch + 1} (step {step})")
+                row = dict(epoch=step // spe, train_loss=ep_loss, lr=lr)
+                if step == total or (ft.eval_every and (step // spe) % ft.eval_every == 0):
+                    row["val_acc"] = _dist_accuracy(model, val_ds, max(micro, 1), dev, rank, world, use_bf16, ft.num_workers); model.train()
+                hist.append(row)
+                if rank == 0: print(f"fine-tuning epoch {row['epoch']}/{ft.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
+            if ckpt is not None and (step == total or (ft.ckpt_every and step % ft.ckpt_every == 0) or (not ft.ckpt_every and step % spe == 0)):
+                save()
+                if rank == 0 and pause_at_step == step and start_step < step: _pause(out_dir, step)
+            if crash_at_step is not None and step == crash_at_step: raise SimulatedCrash(f"simulated crash after fine-tuning step {step}")
+            if step >= total: break
+    acc = hist[-1].get("val_acc", float("nan")) if hist else float("nan")
+    return dict(val_acc=acc, history=hist, steps=step, world_size=world, finetune=ft.to_dict())
 
 # %% ../nbs/11_eval.ipynb #c021
 def _kx4(P: int, frac: float) -> str:

@@ -4,63 +4,81 @@
 
 # %% ../nbs/14_launch.ipynb #c003
 from __future__ import annotations
-import json, os, shutil, signal, socket, subprocess, sys, threading, time, traceback
-from contextlib import contextmanager
+import hashlib, json, os, shutil, signal, socket, subprocess, sys, threading, time, traceback
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 import submitit
 from .experiments import get_experiment, run_configs, check_amendments
 from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_json
 
 # %% auto #0
-__all__ = ['CLUSTERS', 'EVAL_DEFAULTS', 'evaluate_run', 'RunJob', 'job_alive', 'run_state', 'executor_params', 'make_executor',
-           'LaunchInterrupted', 'run_busy', 'plan', 'print_plan', 'launch', 'status']
+__all__ = ['DISTRIBUTED_EVALUATIONS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS', 'EVAL_KEYS', 'evaluate_run',
+           'RunJob', 'job_alive', 'run_state', 'executor_params', 'make_executor', 'choose_cluster', 'act_memory',
+           'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_eval_set', 'plan', 'job_lines', 'print_plan',
+           'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
-def _loaders(cfg, train_tf, val_tf, batch_size):
-    from smrnb.data import ManifestDataset, make_loader
+DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe")   # run on every process of the evaluation job
+
+def _datasets(cfg, train_tf, val_tf):
+    from smrnb.data import ManifestDataset
     root = Path(cfg.data_root)
     man = Path(cfg.manifest) if cfg.manifest else root / "manifest.csv"
     val_man = man.with_name("val.csv") if man.name == "train.csv" else man
-    tr = make_loader(ManifestDataset(root, man, "train", train_tf), batch_size, shuffle=train_tf is not val_tf, seed=cfg.seed)
-    va = make_loader(ManifestDataset(root, val_man, "val", val_tf), batch_size, shuffle=False)
-    return tr, va
+    return ManifestDataset(root, man, "train", train_tf), ManifestDataset(root, val_man, "val", val_tf)
 
-def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> dict:
-    "Evaluate the pre-trained run of `config` as `evaluate` says (holding the run's lock); writes and returns `eval.json`'s content."
-    from smrnb.train import TrainConfig
+def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> dict | None:
+    "Evaluate the pre-trained run of `config` as `evaluate` says; rank 0 holds the run's lock, writes and returns `eval.json`'s content (other ranks: None)."
+    from smrnb.train import TrainConfig, setup_distributed
     cfg = TrainConfig.from_dict(config)
     run = RunDir(cfg.run_dir)
     if not run.done: raise RuntimeError(f"{run.path} has not finished pre-training: evaluate after it (the launcher makes evaluation depend on it)")
-    with run.lock("evaluate"):
-        res = _evaluate(cfg, run, evaluate, dict(eval_kw or {}))
-        atomic_write_text(run.path / "eval.json", json.dumps(res, indent=1))
-    return res
+    kw = dict(eval_kw or {})
+    rank, world, dev = setup_distributed(kw.get("device", "auto")) if evaluate in DISTRIBUTED_EVALUATIONS else (0, 1, None)
+    with ExitStack() as held:
+        err = None
+        if rank == 0:
+            try: held.enter_context(run.lock("evaluate"))
+            except RunLocked as e: err = str(e)
+        if world > 1:
+            import torch.distributed as dist
+            box = [err]; dist.broadcast_object_list(box, 0); err = box[0]
+        if err: raise RunLocked(err)
+        res = _evaluate(cfg, run, evaluate, kw, rank, dev)
+        if rank == 0: atomic_write_text(run.path / "eval.json", json.dumps(res, indent=1))
+    return res if rank == 0 else None
 
-def _evaluate(cfg, run, evaluate: str, kw: dict) -> dict:
+def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
     import torch
     from smrnb.tiny import load_encoder
     from smrnb.data import finetune_transform
     from smrnb import evaluate as E
-    res = dict(evaluate=evaluate)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    res = dict(evaluate=evaluate, eval_kw=dict(kw))
     val_tf = finetune_transform(cfg.img_size, is_training=False)
-    bs = kw.pop("batch_size", 128)
     if evaluate == "linear_probe":
-        tr, va = _loaders(cfg, val_tf, val_tf, bs)
+        bs, epochs = kw.pop("batch_size", 128), kw.get("epochs", 100)
+        tr, va = _datasets(cfg, val_tf, val_tf)
         enc = load_encoder(cfg)
-        a, ay = E.extract_features(enc, tr, device=dev); b, by = E.extract_features(enc, va, device=dev)
-        res.update(linear_probe=E.linear_probe(a, ay, b, by, epochs=kw.get("epochs", 100), seed=cfg.seed), knn=E.knn_accuracy(a, ay, b, by))
+        a = E.extract_features_distributed(enc, tr, run.path, "features-train", bs, dev)
+        b = E.extract_features_distributed(enc, va, run.path, "features-val", bs, dev)
+        if rank == 0:
+            res.update(linear_probe=E.linear_probe(*a, *b, epochs=epochs, seed=cfg.seed), knn=E.knn_accuracy(*a, *b))
     elif evaluate == "finetune":
-        tr, va = _loaders(cfg, finetune_transform(cfg.img_size, is_training=True), val_tf, bs)
-        n_cls = int(max(tr.dataset.targets)) + 1
-        r = E.finetune(load_encoder(cfg), tr, va, n_cls, seed=cfg.seed, device=dev, **kw)
-        res.update(top1_finetune=r["val_acc"], history=r["history"])
+        ft = E.FinetuneConfig.from_dict(dict(kw, seed=kw.get("seed", cfg.seed)))
+        tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
+                                                   color_jitter=ft.color_jitter), val_tf)
+        n_cls = int(max(tr.targets)) + 1
+        recipe = hashlib.sha1(json.dumps(ft.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        r = E.finetune(load_encoder(cfg), tr, va, n_cls, ft, out_dir=run.path / "finetune" / recipe)   # another recipe: another checkpoint
+        res.update(top1_finetune=r["val_acc"], history=r["history"], finetune=r["finetune"], world_size=r["world_size"])
     elif evaluate == "compactness":
         from smrnb.pretrain import Pretrainer
         from smrnb.train import load_model_state, load_checkpoint
-        _, va = _loaders(cfg, val_tf, val_tf, bs)
+        from smrnb.data import make_loader
+        _, va = _datasets(cfg, val_tf, val_tf)
         m = Pretrainer(cfg); load_model_state(m, load_checkpoint(run.ckpt)["model"])
-        res.update(compactness=E.compactness(m, va, device=dev, **kw))
+        bs = kw.pop("batch_size", 128)
+        res.update(compactness=E.compactness(m, make_loader(va, bs, shuffle=False), device="cuda" if torch.cuda.is_available() else "cpu", **kw))
     elif evaluate == "complexity":
         from smrnb.complexity import encoder_cost
         c = cfg.resolved()
@@ -83,21 +101,26 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.default_int_handler)   # the launcher starts jobs with SIGINT ignored (see `launch`)
-        run = RunDir(self.config["run_dir"]); run.path.mkdir(parents=True, exist_ok=True)
-        if (h := run.holder()) is not None:
-            raise RunLocked(f"{run.path} is being written by {describe_holder(h)}: this job leaves it alone")
-        if (run.path / "error.txt").exists(): os.replace(run.path / "error.txt", run.path / "error.prev.txt")
+        env = submitit.JobEnvironment() if "SUBMITIT_FOLDER" in os.environ or "SLURM_JOB_ID" in os.environ else None
+        if env is not None and env.num_tasks > 1 and "RANK" not in os.environ:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
+        rank = int(os.environ.get("RANK", 0))
+        run = RunDir(self.config["run_dir"])
+        if rank == 0:                                                  # one process of the job looks after the run's files
+            run.path.mkdir(parents=True, exist_ok=True)
+            if (h := run.holder()) is not None:
+                raise RunLocked(f"{run.path} is being written by {describe_holder(h)}: this job leaves it alone")
+            if (run.path / "error.txt").exists(): os.replace(run.path / "error.txt", run.path / "error.prev.txt")
         try:
-            env = submitit.JobEnvironment() if "SUBMITIT_FOLDER" in os.environ or "SLURM_JOB_ID" in os.environ else None
-            if env is not None and env.num_tasks > 1 and "RANK" not in os.environ:
-                submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
             if self.stage == "pretrain":
                 from smrnb.train import train
                 return train(self.config, progress=False, amend=self.amend)
-            if int(os.environ.get("RANK", 0)) == 0: return evaluate_run(self.config, self.evaluate, self.eval_kw)
+            if rank == 0 or self.evaluate in DISTRIBUTED_EVALUATIONS:
+                return evaluate_run(self.config, self.evaluate, self.eval_kw)
         except RunLocked: raise
         except Exception:
-            atomic_write_text(run.path / "error.txt", f"{self.stage} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n{traceback.format_exc()}")
+            if rank == 0:
+                atomic_write_text(run.path / "error.txt", f"{self.stage} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n{traceback.format_exc()}")
             raise
 
 # %% ../nbs/14_launch.ipynb #c010
@@ -143,19 +166,21 @@ def _last_step(p: Path) -> str:
         except (ValueError, KeyError, TypeError): continue
     return "no complete metrics line yet" if rows else ""
 
-def run_state(run_dir, evaluate: str = "none") -> tuple[str, str]:
-    "`(state, detail)` of a run (see above); never raises."
+def run_state(run_dir, evaluate: str = "none", eval_kw: dict | None = None) -> tuple[str, str]:
+    "`(state, detail)` of a run (see above); never raises. With `eval_kw`, an eval.json made with other settings is pending."
     p = Path(run_dir)
-    try: return _run_state(p, evaluate)
+    try: return _run_state(p, evaluate, eval_kw)
     except Exception as e: return "unreadable", f"{p.name}: {type(e).__name__}: {e}"
 
-def _run_state(p: Path, evaluate: str) -> tuple[str, str]:
+def _run_state(p: Path, evaluate: str, eval_kw: dict | None = None) -> tuple[str, str]:
     held = None
     if (p / "eval.json").exists():
         try: ev = read_json(p / "eval.json")
         except ValueError as e: return "unreadable", f"eval.json: {str(e).split(' is unreadable ', 1)[-1]}"
         if not isinstance(ev, dict): return "unreadable", f"eval.json: holds a JSON {type(ev).__name__}, not an object"
         held = ev.get("evaluate")
+        if held == evaluate and eval_kw is not None and "eval_kw" in ev and ev["eval_kw"] != eval_kw:
+            held = f"{evaluate} with other settings ({json.dumps(ev['eval_kw'], sort_keys=True)})"
     done = (p / "done").exists()
     if done and (evaluate == "none" or held == evaluate): return "done", ""
     if (h := RunDir(p).holder()) is not None:
@@ -209,6 +234,50 @@ def make_executor(cluster: str, folder, params: dict):
     ex.update_parameters(**params)
     return ex
 
+# %% ../nbs/14_launch.ipynb #c014c
+GPU_MEM_GB = 80.0          # GPU memory the dry run checks against (H100 / A100 80GB), GiB
+BF16_ACT_BYTES = 2 * 1.2   # bytes per saved element under bf16 autocast: 2, +20% kept in fp32 (measured 1.13-1.19x on ViT-B)
+_BF16_NOTE = "bf16 autocast: 2 bytes per saved element +20% for what stays fp32"
+
+def choose_cluster(scale: str, cluster: str | None, dry_run: bool = False) -> tuple[str, str]:
+    "`(cluster, note)`: the cluster to use when `cluster` may be missing, and a note to print when it was chosen here."
+    if cluster is not None:
+        if cluster not in CLUSTERS: raise ValueError(f"unknown cluster {cluster!r}; valid options: {', '.join(CLUSTERS)}")
+        return cluster, ""
+    if scale != "paper": return "local", ""
+    if dry_run: return "slurm", ("dry run without --cluster: showing the plan for --cluster slurm "
+                                 "(pass --cluster local to plan a run on this machine)")
+    raise ValueError("--scale paper needs --cluster: pass --cluster slurm to submit the jobs to SLURM, "
+                     "or --cluster local to run them on this machine on purpose")
+
+def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = True) -> tuple[float, str]:
+    "Estimated bytes of the activations one process keeps for backward over `batch` images at `stage` (pretrain|finetune), and what is counted."
+    from smrnb.train import TrainConfig
+    from smrnb.complexity import ViTShape, encoder_cost, block_table
+    c = TrainConfig.from_dict(config).resolved()
+    s = ViTShape.from_arch(c.arch, c.img_size)
+    bpe = BF16_ACT_BYTES if bf16 else 4
+    if stage == "finetune":
+        return encoder_cost(s, None, bytes_per_elem=1).act_bytes * bpe * batch, f"encoder {c.arch} {c.img_size}px, no compression"
+    if stage != "pretrain": raise ValueError(f"unknown stage {stage!r}; valid options: pretrain, finetune")
+    e = encoder_cost(s, c.schedule, c.compressor, c.placement, prop_attn=c.prop_attn, bytes_per_elem=1)
+    elems, n_out = e.act_bytes, e.counts[-1]
+    what = [f"encoder {c.arch} {c.img_size}px" + (f" schedule {c.schedule} {c.compressor}" if c.schedule else "")]
+    D, P, N, cls = s.embed_dim, s.num_patches, s.num_tokens, int(s.class_token)
+    if c.input_mask == "drop":                  # the encoder sees the kept patches: its blocks scale with the tokens
+        keep = int(P * (1 - c.mask_ratio)); f = (keep + cls) / N; img = s.in_chans * s.img_size ** 2
+        elems, n_out = img + (elems - img) * f, round(n_out * f)
+        what.append(f"on the {keep} of {P} patches input masking keeps")
+    if c.decoder_depth:
+        w = c.decoder_width or D
+        ds = ViTShape(img_size=s.img_size, patch_size=s.patch_size, embed_dim=w, depth=c.decoder_depth,
+                      num_heads=c.decoder_heads or s.num_heads, in_chans=s.in_chans, class_token=s.class_token)
+        elems += n_out * D + block_table(ds).act_elems.sum() + N * (w + 2) + P * w
+        what.append(f"decoder {c.decoder_depth} blocks x {w} over {N} tokens")
+    else:
+        elems += P * D; what.append("linear head")
+    return float(elems * bpe * batch), ", ".join(what)
+
 # %% ../nbs/14_launch.ipynb #c016
 EVAL_DEFAULTS = {  # per scale and evaluation: keyword arguments of the evaluation (paper: the Table 6 recipe defaults)
     "tiny": {"linear_probe": dict(epochs=100)},   # tiny scale runs a linear probe for fine-tuning cells (TINY_EVALUATE)
@@ -229,8 +298,32 @@ def run_busy(run_dir) -> str | None:
     alive, how = job_alive(info, key) if info.get(key) is not None else (None, "")
     return how if alive else None
 
-def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, amend: dict | None = None) -> list:
-    "The runs of an experiment at a scale, each with its state (and `busy`: who is working on it now)."
+EVAL_KEYS = {"linear_probe": ("epochs", "batch_size", "device"), "compactness": ("batch_size", "fractions", "compressor"),
+             "complexity": (), "none": ()}   # finetune: the fields of smrnb.evaluate.FinetuneConfig
+
+def check_eval_kw(evaluate: str, kw: dict) -> dict:
+    "`kw` if every key is a setting of the evaluation `evaluate` (and, for fine-tuning, a valid value); a `ValueError` saying which otherwise."
+    if evaluate == "finetune":
+        from smrnb.evaluate import FinetuneConfig
+        try: FinetuneConfig.from_dict(kw)
+        except (ValueError, TypeError) as e: raise ValueError(f"--eval-set: {e}") from None
+    elif bad := sorted(set(kw) - set(EVAL_KEYS.get(evaluate, ()))):
+        raise ValueError(f"--eval-set {', '.join(bad)}: not a setting of the {evaluate} evaluation (its settings: {', '.join(EVAL_KEYS.get(evaluate, ())) or 'none'})")
+    return kw
+
+def parse_eval_set(items) -> dict:
+    "`['lr=5e-4', 'warmup_epochs=5']` (the launcher's `--eval-set`) -> a dict, values read as JSON / Python literals."
+    from smrnb.experiments import _literal
+    out = {}
+    for it in items or []:
+        if "=" not in it: raise ValueError(f"--eval-set expects key=value, got {it!r}")
+        k, v = it.split("=", 1); out[k.strip()] = _literal(v.strip())
+    return out
+
+def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, amend: dict | None = None,
+         eval_overrides: dict | None = None) -> list:
+    """The runs of an experiment at a scale, each with its state (and `busy`: who is working on it now).
+    `eval_overrides` (`--eval-set`) change the evaluation's settings (`eval_kw`): a run evaluated with other settings is pending."""
     exp = get_experiment(exp_name)
     runs = run_configs(exp, scale, overrides)
     amend = check_amendments(amend)
@@ -238,20 +331,88 @@ def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs
         if runs_root is not None:
             r["config"]["run_dir"] = str(Path(runs_root) / scale / exp_name / r["run_id"])
         if amend: r["config"].update(amend); r["amend"] = True      # after the run id: the amended run keeps its directory
-        r["eval_kw"] = dict(EVAL_DEFAULTS[scale].get(r["evaluate"], {}))
-        r["state"], r["detail"] = run_state(r["config"]["run_dir"], r["evaluate"])
+        r["eval_kw"] = check_eval_kw(r["evaluate"], {**EVAL_DEFAULTS[scale].get(r["evaluate"], {}), **(eval_overrides or {})})
+        r["state"], r["detail"] = run_state(r["config"]["run_dir"], r["evaluate"], r["eval_kw"])
         r["busy"] = run_busy(r["config"]["run_dir"]) if r["state"] != "done" else None
     return runs
 
-def print_plan(runs, cluster, params, file=sys.stdout):
-    "What would be submitted: runs, configs, resources, submitit/sbatch parameters."
+def _hms(minutes: int) -> str: return f"{minutes // 60}:{minutes % 60:02d}:00"
+
+def _n(k: int, word: str) -> str: return f"{k} {word}" + ("" if k == 1 else "es" if word.endswith("s") else "s")
+
+def _resources(p: dict) -> str:
+    n, g, t = p["nodes"], p["gpus_per_node"], p["tasks_per_node"]
+    return (f"{_n(n, 'node')} x {_n(g, 'GPU') if g else 'no GPU'}, {_n(t, 'task')} per node ({_n(n * t, 'process')}), "
+            f"{p['cpus_per_task']} CPUs per task" + (f", mem {p['mem_gb']} GB" if "mem_gb" in p else "") + f", time limit {_hms(p['timeout_min'])}")
+
+def _mem_line(r: dict, stage: str, per: int, p: dict, bf16: bool, gpu_mem_gb: float, warnings: list, fix: str) -> str:
+    b, what = act_memory(r["config"], per, stage, bf16)
+    gib, unit = b / 2**30, "GPU" if p["gpus_per_node"] else "process"
+    line = f"      activations: ~{gib:.1f} GiB per {unit} ({per} images; {what}; {'bf16' if bf16 else 'fp32 (amp off)'})"
+    if not p["gpus_per_node"]: return line + "; a CPU job: no GPU memory check"
+    if gib > gpu_mem_gb: warnings.append(f"WARNING: {r['run_id']} {stage}: ~{gib:.1f} GiB of activations per GPU exceed the GPU's "
+                                         f"{gpu_mem_gb:g} GiB (--gpu-mem-gb), before weights and optimizer states: {fix}")
+    return line + f" of {gpu_mem_gb:g} GiB"
+
+def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_GB) -> tuple[list, list]:
+    "`(lines, warnings)` describing the jobs `launch` would submit for run `r`: resources, parameters, batch, peak lr, activation memory."
+    from smrnb.train import TrainConfig
+    lines, warnings = [], []
+    if r["busy"]: return [f"    skip: {r['state']} ({r['busy']})"], []
+    world = params["nodes"] * params["tasks_per_node"]
+    unit = "GPU" if params["gpus_per_node"] else "process"
+    if not (Path(r["config"]["run_dir"]) / "done").exists():
+        cfg = TrainConfig.from_dict(r["config"])
+        per, bad = divmod(cfg.batch_size, world)
+        how = f"lr {cfg.lr:g} as set" if cfg.lr is not None else f"blr {cfg.blr:g} x {cfg.batch_size} / 256"
+        lines += [f"    pre-training job: {_resources(params)}", f"      submitit: {json.dumps(params)}",
+                  f"      batch: {cfg.batch_size} total = {per} per {unit} x {_n(world, unit)}; peak lr {cfg.peak_lr:.4g} ({how}); {cfg.epochs} epochs"]
+        if bad: warnings.append(f"WARNING: {r['run_id']} pre-training: batch_size {cfg.batch_size} is not divisible by the {world} processes: "
+                                "the trainer refuses it")
+        bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and params["gpus_per_node"] > 0)
+        lines.append(_mem_line(r, "pretrain", per, params, bf16, gpu_mem_gb, warnings, "lower batch_size or use more GPUs (nodes)"))
+    if r["evaluate"] != "none":
+        after = "afterok on the pre-training job" if cluster == "slurm" else "after its pre-training, the launcher waits"
+        lines += [f"    evaluation job ({r['evaluate']}, {after}): {_resources(params)}", f"      submitit: {json.dumps(params)}"]
+        kw = r.get("eval_kw") or {}
+        if r["evaluate"] == "finetune":
+            from smrnb.evaluate import FinetuneConfig
+            ft = FinetuneConfig.from_dict(kw)
+            bs, acc = ft.batch_size, ft.accum_iter
+            how = f"lr {ft.lr:g} as set" if ft.lr is not None else f"blr {ft.blr:g} x {bs} / 256"
+            micro, bad = divmod(bs, world * acc)
+            lines.append(f"      fine-tuning: {ft.epochs} epochs; batch {bs} total = {bs // world} per {unit} x "
+                         f"{_n(world, unit)}, accum_iter {acc} (micro-batch {micro}); peak lr {ft.peak_lr:.4g} ({how})")
+            lines.append(f"      recipe: warm-up {ft.warmup_epochs:g} epochs, min lr {ft.min_lr:g}, layer decay {ft.layer_decay:g}, weight decay "
+                         f"{ft.weight_decay:g}, betas {tuple(ft.betas)}, drop path {ft.drop_path:g}, label smoothing {ft.label_smoothing:g}, "
+                         f"{ft.auto_augment}, erasing {ft.re_prob:g}, mixup {ft.mixup:g} / cutmix {ft.cutmix:g}, RPE {'on' if ft.rpe else 'off'}")
+            if bad: warnings.append(f"WARNING: {r['run_id']} finetune: batch_size {bs} is not divisible by {world} processes x accum_iter {acc}")
+            amp = kw.get("amp", "auto")
+            lines.append(_mem_line(r, "finetune", micro, params, amp == "bf16" or (amp == "auto" and params["gpus_per_node"] > 0),
+                                   gpu_mem_gb, warnings, "raise accum_iter (eval_kw) or use more GPUs (nodes)"))
+        else:
+            lines.append(f"      {r['evaluate']}: {json.dumps(kw)}; not a training job, no activation estimate")
+    return lines, warnings
+
+def print_plan(runs, cluster, params, file=sys.stdout, gpu_mem_gb: float = GPU_MEM_GB):
+    "What would be submitted: runs, configs, and per job its resources, submitit/sbatch parameters, batch, peak lr and activation memory."
     todo = [r for r in runs if r["state"] != "done"]
     print(f"{len(runs)} runs, {len(todo)} to launch on cluster={cluster}; job parameters: {json.dumps(params)}", file=file)
+    print(f"activation memory per GPU: an estimate from smrnb.complexity's analytic counts ({_BF16_NOTE}); pre-training counts the "
+          f"encoder (at its schedule and input masking) and the decoder, fine-tuning the encoder without compression at its micro-batch; "
+          f"not counted: weights, gradients, AdamW states, the teacher (weights; its no-grad forward keeps nothing), the loss, CUDA "
+          f"workspace; checked against --gpu-mem-gb {gpu_mem_gb:g} GiB", file=file)
+    warnings = []
     for r in runs:
         paper = r.get("paper") or {}
         pn = f" paper {paper.get('table')} {paper.get('metric')}={paper.get('value')}" if paper else ""
         print(f"- {r['run_id']:28s} [{r['state']}] then {r['evaluate']}{pn}\n    run_dir: {r['config']['run_dir']}", file=file)
-        if r["state"] != "done": print(f"    config: {json.dumps(r['config'], sort_keys=True)}", file=file)
+        if r["state"] == "done": continue
+        print(f"    config: {json.dumps(r['config'], sort_keys=True)}", file=file)
+        lines, w = job_lines(r, cluster, params, gpu_mem_gb)
+        for l in lines + w: print(l, file=file)
+        warnings += w
+    print(f"{len(warnings)} WARNING(s): see above" if warnings else f"memory: every job's activation estimate fits {gpu_mem_gb:g} GiB per GPU", file=file)
 
 def _check_writable(root: Path) -> None:
     try:
@@ -323,15 +484,17 @@ def _launch_info(cluster: str, root: Path, **jobs) -> dict:
     return dict(info, cluster=cluster, host=socket.gethostname(), launcher_pid=os.getpid(), launcher_start=_proc_start(os.getpid()),
                 folder=str(root), time=time.strftime("%Y-%m-%d %H:%M:%S"))
 
-def launch(exp_name: str, scale: str = "tiny", cluster: str = "local", overrides: dict | None = None, dry_run: bool = False,
+def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overrides: dict | None = None, dry_run: bool = False,
            runs_root: str | None = None, partition: str | None = None, parallel: int = 1, wait: bool | None = None, file=sys.stdout,
-           amend: dict | None = None) -> list:
-    "Submit the experiment's runs that are not done and not busy; returns the submitted jobs as dicts."
-    runs = plan(exp_name, scale, overrides, runs_root, amend)
+           amend: dict | None = None, gpu_mem_gb: float = GPU_MEM_GB, eval_overrides: dict | None = None) -> list:
+    "Submit the experiment's runs that are not done and not busy (`cluster`: see `choose_cluster`); returns the submitted jobs as dicts."
+    cluster, note = choose_cluster(scale, cluster, dry_run)
+    if note: print(note, file=file)
+    runs = plan(exp_name, scale, overrides, runs_root, amend, eval_overrides)
     exp = get_experiment(exp_name)
     params = executor_params(exp.resources[scale], cluster, f"smrnb-{exp_name}", partition)
     if dry_run:
-        print_plan(runs, cluster, params, file); return []
+        print_plan(runs, cluster, params, file, gpu_mem_gb); return []
     todo = []
     for r in runs:
         if r["state"] == "done": continue
@@ -352,9 +515,8 @@ def launch(exp_name: str, scale: str = "tiny", cluster: str = "local", overrides
         with ex.batch():
             jobs = [ex.submit(job(r, "pretrain")) for r in pre]
         byrun = {r["run_id"]: j for r, j in zip(pre, jobs)}
-        eparams = dict(params, tasks_per_node=1, gpus_per_node=min(1, params["gpus_per_node"]), nodes=1)
-        for r in post:
-            e = make_executor(cluster, root / "%j", eparams)
+        for r in post:                        # an evaluation job gets its pre-training's resources (fine-tuning uses them all)
+            e = make_executor(cluster, root / "%j", params)
             if r["run_id"] in byrun: e.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{byrun[r['run_id']].job_id}"})
             byrun[r["run_id"] + "/eval"] = e.submit(job(r, "evaluate"))
         for r in todo:
@@ -407,8 +569,9 @@ def launch(exp_name: str, scale: str = "tiny", cluster: str = "local", overrides
                            ". Each run's error.txt holds the traceback; launching again retries them")
     return submitted
 
-def status(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, file=sys.stdout) -> list:
+def status(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, file=sys.stdout,
+           eval_overrides: dict | None = None) -> list:
     "Print and return each run's state."
-    runs = plan(exp_name, scale, overrides, runs_root)
+    runs = plan(exp_name, scale, overrides, runs_root, eval_overrides=eval_overrides)
     for r in runs: print(f"{r['run_id']:28s} {r['state']:13s} {r['detail']}", file=file)
     return runs

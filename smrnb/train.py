@@ -138,13 +138,18 @@ class SeededDataset(Dataset):
 
 # %% ../nbs/10_train.ipynb #c015
 def setup_distributed(device: str = "auto"):
-    "`(rank, world, device)`; initialises the process group when `WORLD_SIZE > 1`."
+    "`(rank, world, device)`; initialises the process group when `WORLD_SIZE > 1` (NCCL on GPUs, one per process; gloo on CPU)."
     world = int(os.environ.get("WORLD_SIZE", 1)); rank = int(os.environ.get("RANK", 0))
     local = int(os.environ.get("LOCAL_RANK", 0))
     if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda":
-        dev = torch.device("cuda", local % torch.cuda.device_count()); torch.cuda.set_device(dev)
+        n = torch.cuda.device_count()
+        if local >= n:
+            raise RuntimeError(f"process {rank} (LOCAL_RANK {local}) has no GPU of its own: {n} visible on this node, and NCCL needs one "
+                               f"GPU per process. Start at most {n} processes per node (submitit: tasks_per_node = gpus_per_node; "
+                               f"torchrun: --nproc-per-node {n}), or train on CPU with gloo: device='cpu'")
+        dev = torch.device("cuda", local); torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
     return rank, world, dev
@@ -375,9 +380,9 @@ def _peak_mem_mb(dev):
     if dev.type == "cuda": return torch.cuda.max_memory_allocated(dev) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-def _pause(run: RunDir, step: int, limit_s: float = 900) -> None:
-    "Testing hook (`pause_at_step`): say so in `run_dir/paused`, then wait for a signal (a preemption, a cancel) to end the process."
-    atomic_write_text(run.path / "paused", json.dumps(dict(step=step, pid=os.getpid(), host=socket.gethostname())))
+def _pause(where, step: int, limit_s: float = 900) -> None:
+    "Testing hook (`pause_at_step`): say so in `<where>/paused`, then wait for a signal (a preemption, a cancel) to end the process."
+    atomic_write_text(Path(where) / "paused", json.dumps(dict(step=step, pid=os.getpid(), host=socket.gethostname())))
     print(f"paused after checkpointing step {step} (pause_at_step): waiting for a signal", flush=True)
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline: time.sleep(0.05)       # signal handlers (submitit's, SIGINT) run here
@@ -491,7 +496,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
                 check()
                 if pending is not None:                  # the state of step pending[0] gave a finite loss: keep it
                     save(*pending); saved_step = pending[0]
-                    if rank == 0 and pause_at_step == saved_step and start_step < saved_step: _pause(run, saved_step)
+                    if rank == 0 and pause_at_step == saved_step and start_step < saved_step: _pause(run.path, saved_step)
                     pending = None
             opt.zero_grad(set_to_none=True)
             loss.backward()

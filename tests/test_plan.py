@@ -1,0 +1,98 @@
+"""The paper-scale dry run a cluster user checks before submitting: every job's resources, submitit parameters, batch
+per GPU, peak lr and activation-memory estimate; evaluation jobs with their pre-training's resources; no silent
+`--cluster local` at paper scale. CPU-only, no SLURM needed (the SLURM submission is checked with a fake executor)."""
+import io, json, re
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+from conftest import run
+
+PAPER = dict(nodes=1, tasks_per_node=8, gpus_per_node=8, cpus_per_task=10, timeout_min=4320, mem_gb=480)
+
+
+def _dry(tmp_path, *more):
+    r = run("--exp", "smr_table2", "--scale", "paper", "--dry-run", "--runs-root", str(tmp_path), *more)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def _jobs(out: str) -> dict:
+    "{stage: [the lines of each job of that stage]} from a dry run's output."
+    jobs, cur = {"pre-training": [], "evaluation": []}, None
+    for l in out.splitlines():
+        m = re.match(r"    (pre-training|evaluation) job", l)
+        if m: cur = [l]; jobs[m[1]].append(cur)
+        elif l.startswith("      ") and cur is not None: cur.append(l)
+        else: cur = None
+    return jobs
+
+
+def test_paper_dry_run_shows_every_job_with_its_resources_batch_lr_and_memory(tmp_path):
+    out = _dry(tmp_path, "--cluster", "slurm")
+    assert "not launched" in out and "gpus_per_node" in out and "imagenet" in out.lower()      # the per-run lines stay
+    jobs = _jobs(out)
+    assert len(jobs["pre-training"]) == 6 and len(jobs["evaluation"]) == 6, out
+    for job in jobs["pre-training"] + jobs["evaluation"]:
+        text = "\n".join(job)
+        assert "1 node x 8 GPUs, 8 tasks per node (8 processes), 10 CPUs per task, mem 480 GB, time limit 72:00:00" in job[0], text
+        params = json.loads(next(l for l in job if l.startswith("      submitit: ")).split(": ", 1)[1])
+        assert {k: params[k] for k in PAPER} == PAPER, text                  # evaluation: the pre-training's resources
+        gib = float(re.search(r"activations: ~([\d.]+) GiB per GPU \((\d+) images; .*\) of 80 GiB", text)[1])
+        assert 0.5 < gib < 80, text
+    ev = "\n".join(jobs["evaluation"][0])
+    assert "(finetune, afterok on the pre-training job)" in ev
+    assert "batch 1024 total = 128 per GPU x 8 GPUs, accum_iter 1 (micro-batch 128); peak lr 0.002 (blr 0.0005 x 1024 / 256)" in ev
+    assert "(128 images; encoder vit_base 224px, no compression; bf16)" in ev
+    pre = "\n".join(jobs["pre-training"][0])
+    assert "batch: 2048 total = 256 per GPU x 8 GPUs; peak lr 0.0015 (blr 0.0001875 x 2048 / 256)" in pre
+    assert "(256 images; encoder vit_base 224px schedule 25x4 tm, decoder 2 blocks x 768 over 197 tokens; bf16)" in pre
+    mae = "\n".join(next(j for j in jobs["pre-training"] if "4096" in j[2]))
+    assert "batch: 4096 total = 512 per GPU x 8 GPUs; peak lr 0.0024" in mae and "49 of 196 patches" in mae
+    assert "bf16 autocast" in out and "not counted: weights, gradients, AdamW states, the teacher" in out   # assumptions stated
+    assert "WARNING" not in out and "every job's activation estimate fits 80 GiB per GPU" in out
+    assert not tmp_path.joinpath("paper").exists()                          # a dry run writes nothing
+
+
+def test_a_small_gpu_draws_a_warning(tmp_path):
+    out = _dry(tmp_path, "--cluster", "slurm", "--gpu-mem-gb", "1")
+    warn = [l for l in out.splitlines() if l.startswith("WARNING: ")]
+    assert len(warn) == 12, out                                             # 6 pre-training + 6 fine-tuning jobs
+    assert any("pretrain" in l and "exceed the GPU's 1 GiB (--gpu-mem-gb)" in l and "batch_size" in l for l in warn)
+    assert any("finetune" in l and "accum_iter" in l for l in warn)
+    assert "12 WARNING(s)" in out.splitlines()[-1]
+
+
+def test_paper_scale_needs_an_explicit_cluster(tmp_path):
+    r = run("--exp", "smr_table2", "--scale", "paper", "--runs-root", str(tmp_path))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--scale paper needs --cluster" in r.stderr and "--cluster slurm" in r.stderr and "--cluster local" in r.stderr
+    assert not any(tmp_path.iterdir())                                      # refused before anything was written
+    out = _dry(tmp_path)                                                    # a dry run plans for slurm, and says so first
+    first, second = out.splitlines()[:2]
+    assert "showing the plan for --cluster slurm" in first and "cluster=slurm" in second and '"mem_gb": 480' in second
+    tiny = run("--exp", "smr_table2", "--dry-run", "--runs-root", str(tmp_path))   # tiny scale: local stays the default
+    assert tiny.returncode == 0 and tiny.stdout.splitlines()[0].startswith("6 runs, 6 to launch on cluster=local"), tiny.stdout
+
+
+def test_slurm_submits_evaluations_with_the_pretraining_resources(tmp_path, monkeypatch):
+    from smrnb import launch as L
+    made = []
+
+    class FakeExecutor:
+        def __init__(self, params): self.params, self.jobs = dict(params), []; made.append(self)
+        def update_parameters(self, **kw): self.params.update(kw)
+        @contextmanager
+        def batch(self): yield
+        def submit(self, job):
+            j = SimpleNamespace(job_id=str(1000 + sum(len(e.jobs) for e in made))); self.jobs.append((job, j)); return j
+
+    monkeypatch.setattr(L, "make_executor", lambda cluster, folder, params: FakeExecutor(params))
+    L.launch("smr_table2", "paper", "slurm", runs_root=str(tmp_path), file=io.StringIO())
+    pre, evals = made[0], made[1:]
+    assert [j.stage for j, _ in pre.jobs] == ["pretrain"] * 6 and len(evals) == 6
+    ids = {j.config["run_dir"]: jid.job_id for j, jid in pre.jobs}
+    for e in evals:
+        (job, _), = e.jobs
+        assert job.stage == "evaluate" and job.evaluate == "finetune" and job.eval_kw["batch_size"] == 1024
+        assert {k: e.params[k] for k in PAPER} == PAPER
+        assert e.params["slurm_additional_parameters"] == {"dependency": f"afterok:{ids[job.config['run_dir']]}"}
