@@ -21,7 +21,7 @@ __all__ = ['MANIFEST_COLUMNS', 'OPTIONAL_COLUMNS', 'BUILD_HINT', 'TOY_VERSION', 
            'write_classes', 'read_classes', 'ManifestDataset', 'file_sha256', 'verify', 'verify_report', 'toy_image',
            'make_toy_dataset', 'imagenet_classes', 'imagenet_manifest', 'class_balanced_subset', 'pareto_class_sizes',
            'long_tailed_subset', 'manifest_from_list', 'write_imagenet_manifests', 'pretrain_transform',
-           'finetune_transform', 'mixup_fn', 'seed_worker', 'make_loader', 'main']
+           'normalize_batch', 'finetune_transform', 'mixup_fn', 'seed_worker', 'make_loader', 'main']
 
 # %% ../nbs/06_data.ipynb #c006
 MANIFEST_COLUMNS = ("path", "label", "split")
@@ -397,12 +397,21 @@ def write_imagenet_manifests(root, out, hashes: bool = False, seed: int = 0) -> 
     return {k: len(t) for k, t in tables.items()}
 
 # %% ../nbs/06_data.ipynb #c047
-def pretrain_transform(img_size: int = 224, scale=(0.2, 1.0), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
-    "MAE/SMR pre-training augmentation: RandomResizedCrop (bicubic) + horizontal flip + normalise."
+def pretrain_transform(img_size: int = 224, scale=(0.2, 1.0), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                       uint8: bool = False):
+    """MAE/SMR pre-training augmentation: RandomResizedCrop (bicubic) + horizontal flip + normalise.
+    `uint8=True` stops before the float conversion: `(3, H, W)` uint8 tensors, a quarter of the bytes through the loader
+    and the host-to-device copy; `normalize_batch` then finishes on the device with the same arithmetic."""
     from torchvision import transforms as T
     if not 0 < scale[0] <= scale[1] <= 1: raise ValueError(f"scale={scale} must satisfy 0 < min <= max <= 1")
-    return T.Compose([T.RandomResizedCrop(img_size, scale=tuple(scale), interpolation=T.InterpolationMode.BICUBIC),
-                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    head = [T.RandomResizedCrop(img_size, scale=tuple(scale), interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip()]
+    return T.Compose(head + ([T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean, std)]))
+
+def normalize_batch(x: torch.Tensor, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> torch.Tensor:
+    "A uint8 batch `(B, 3, H, W)` -> float32, scaled and normalised as `ToTensor` + `Normalize` do (the same operations, in order)."
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return x.to(torch.float32).div(255).sub_(m).div_(s)
 
 def finetune_transform(img_size: int = 224, is_training: bool = True, auto_augment: str = "rand-m9-mstd0.5-inc1",
                        re_prob: float = 0.25, re_mode: str = "pixel", re_count: int = 1, color_jitter=None,

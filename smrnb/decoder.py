@@ -27,7 +27,7 @@ def representatives(source: torch.Tensor, grid: tuple, class_token: bool = True)
     src = source[:, p:, p:].float()                                   # (B, T, P) tokens x patches
     coords = grid_coords(grid, source.device)
     size = src.sum(-1, keepdim=True)
-    if (size == 0).any(): raise ValueError("a token covers no patch: source rows must be non-empty")
+    torch._assert_async((size > 0).all(), "a token covers no patch: source rows must be non-empty")   # no host sync on CUDA
     centroid = src @ coords / size                                    # (B, T, 2)
     d = ((coords[None, None] - centroid[:, :, None]) ** 2).sum(-1)    # (B, T, P)
     return d.masked_fill(src == 0, float("inf")).argmin(-1)

@@ -14,10 +14,10 @@ from .tiny import tiny_config
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE',
-           'TINY_DEEP', 'TINY_CPU', 'EXPERIMENTS', 'TINY_EVALUATE', 'Variant', 'Experiment', 'tiny_recipe',
-           'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule', 'published', 'get_experiment',
-           'list_experiments', 'check_overrides', 'check_amendments', 'parse_overrides', 'variant_config', 'run_id',
-           'run_configs', 'paper_numbers']
+           'TINY_DEEP', 'TINY_CPU', 'EXPERIMENTS', 'RUN_ID_SKIP', 'TINY_EVALUATE', 'Variant', 'Experiment',
+           'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule', 'published',
+           'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments', 'parse_overrides',
+           'variant_config', 'run_id', 'run_configs', 'paper_numbers']
 
 # %% ../nbs/13_experiments.ipynb #c006
 EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "none")
@@ -318,9 +318,11 @@ def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
         d = {**exp.base["tiny"], **tiny_overrides({**exp.base["paper"], **v.config}, ratio)}
     return {**d, **v.at_scale.get(scale, {})}
 
+RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing")   # keys that do not change what a run computes: not part of its id
+
 def run_id(variant: str, config: dict) -> str:
-    "`<variant>-<first 8 hex of sha1 of the config (without run_dir) as sorted JSON>`."
-    c = {k: v for k, v in config.items() if k != "run_dir"}
+    "`<variant>-<first 8 hex of sha1 of the config (without `RUN_ID_SKIP`) as sorted JSON>`."
+    c = {k: v for k, v in config.items() if k not in RUN_ID_SKIP}
     return f"{variant}-{hashlib.sha1(json.dumps(c, sort_keys=True).encode()).hexdigest()[:8]}"
 
 TINY_EVALUATE = {"finetune": "linear_probe"}   # what stands in for an evaluation at tiny scale

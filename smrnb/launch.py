@@ -13,9 +13,9 @@ from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_j
 
 # %% auto #0
 __all__ = ['DISTRIBUTED_EVALUATIONS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS', 'EVAL_KEYS', 'evaluate_run',
-           'RunJob', 'job_alive', 'run_state', 'executor_params', 'make_executor', 'choose_cluster', 'act_memory',
-           'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_eval_set', 'plan', 'job_lines', 'print_plan',
-           'launch', 'status']
+           'harden_slurm_requeue', 'RunJob', 'job_alive', 'run_state', 'executor_params', 'make_executor',
+           'choose_cluster', 'act_memory', 'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_eval_set', 'plan',
+           'job_lines', 'print_plan', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
 DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe")   # run on every process of the evaluation job
@@ -92,6 +92,23 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
     return res
 
 # %% ../nbs/14_launch.ipynb #c008
+def _requeue_immune(self, countdown: int) -> None:
+    "submitit's SLURM requeue, with `scontrol` shielded from the SIGTERM that the requeue itself sends to the job's processes."
+    jid = self.job_id
+    prev = signal.signal(signal.SIGTERM, signal.SIG_IGN)   # an ignored signal stays ignored across exec (a blocked one does not:
+    try: proc = subprocess.Popen(["scontrol", "requeue", jid])   # subprocess resets the child's mask); signal handlers run in the main thread
+    finally: signal.signal(signal.SIGTERM, prev)
+    if proc.wait(timeout=60): raise subprocess.CalledProcessError(proc.returncode, ["scontrol", "requeue", jid])
+    print(f"Requeued job {jid} ({countdown} remaining timeouts)", flush=True)
+
+def harden_slurm_requeue() -> None:
+    """On preemption submitit runs `scontrol requeue <its own job>`; SLURM then terminates the job's processes, and on a
+    busy controller that can include `scontrol` itself before it exits: `check_call` raises although the job *was*
+    requeued, and the attempt is recorded as a failure. The job's own process runs `scontrol` with SIGTERM ignored so
+    that it completes its request (SLURM's SIGKILL after `KillWait` still applies)."""
+    from submitit.slurm.slurm import SlurmJobEnvironment
+    SlurmJobEnvironment._requeue = _requeue_immune
+
 class RunJob(submitit.helpers.Checkpointable):
     "A submitit job: pre-train (resuming) or evaluate one run; writes error.txt when it fails."
     def __init__(self, config: dict, stage: str = "pretrain", evaluate: str = "none", eval_kw: dict | None = None, amend: bool = False):
@@ -101,6 +118,7 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.default_int_handler)   # the launcher starts jobs with SIGINT ignored (see `launch`)
+        harden_slurm_requeue()
         env = submitit.JobEnvironment() if "SUBMITIT_FOLDER" in os.environ or "SLURM_JOB_ID" in os.environ else None
         if env is not None and env.num_tasks > 1 and "RANK" not in os.environ:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)

@@ -15,9 +15,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .pretrain import PretrainConfig, Pretrainer
 
 # %% auto #0
-__all__ = ['RESUMABLE_KEYS', 'AMENDABLE_KEYS', 'TrainConfig', 'lr_at', 'EpochBatches', 'SeededDataset', 'setup_distributed',
-           'atomic_save', 'atomic_write_text', 'read_json', 'load_checkpoint', 'model_state', 'load_model_state',
-           'RunLocked', 'describe_holder', 'RunDir', 'build_dataset', 'build_optimizer', 'SimulatedCrash', 'train']
+__all__ = ['RESUMABLE_KEYS', 'AMENDABLE_KEYS', 'TrainConfig', 'lr_at', 'EpochBatches', 'RunBatches', 'SeededDataset',
+           'setup_distributed', 'atomic_save', 'atomic_write_text', 'read_json', 'load_checkpoint', 'model_state',
+           'load_model_state', 'RunLocked', 'describe_holder', 'RunDir', 'build_dataset', 'build_optimizer',
+           'SimulatedCrash', 'train']
 
 # %% ../nbs/10_train.ipynb #c006
 @dataclass
@@ -45,6 +46,8 @@ class TrainConfig(PretrainConfig):
     max_steps: int | None = None         # stop (and finish) after this many steps
     amp: str = "auto"                    # auto (bf16 on CUDA) | bf16 | off
     device: str = "auto"
+    compile: bool = False                # torch.compile the model (the same run: not part of its id, may change on resume)
+    grad_checkpointing: bool = False     # recompute the encoder's blocks in backward: less activation memory, same result
 
     def to_dict(self) -> dict: return json.loads(json.dumps(asdict(self)))
 
@@ -122,6 +125,19 @@ class EpochBatches(Sampler):
         mine = perm[self.rank: per_rank * self.world: self.world]
         for b in range(self.start, per_rank // self.bs):
             yield [(self.epoch, int(i)) for i in mine[b * self.bs:(b + 1) * self.bs]]
+
+class RunBatches(Sampler):
+    "The batches of a whole run from `step` to `total`: `EpochBatches` of one epoch after the other (one loader, its workers kept)."
+    def __init__(self, n: int, batch_size: int, seed: int, step: int, total: int, steps_per_epoch: int, rank: int = 0, world: int = 1):
+        self.n, self.bs, self.seed, self.step, self.total, self.spe, self.rank, self.world = n, batch_size, seed, step, total, steps_per_epoch, rank, world
+    def __len__(self): return max(self.total - self.step, 0)
+    def __iter__(self):
+        step = self.step
+        while step < self.total:
+            epoch, start = divmod(step, self.spe)
+            for b in EpochBatches(self.n, self.bs, self.seed, epoch, self.rank, self.world, start):
+                yield b; step += 1
+                if step >= self.total: return
 
 class SeededDataset(Dataset):
     "Wrap a dataset so that item `(epoch, i)` is drawn under RNGs seeded by `(seed, epoch, i)`."
@@ -222,7 +238,7 @@ def _set_rng_state(s):
     if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
 # %% ../nbs/10_train.ipynb #c020
-RESUMABLE_KEYS = {"epochs", "max_steps", "log_every", "ckpt_every", "num_workers", "device", "run_dir", "on_bad_image"}
+RESUMABLE_KEYS = {"epochs", "max_steps", "log_every", "ckpt_every", "num_workers", "device", "run_dir", "on_bad_image", "compile", "grad_checkpointing"}
 AMENDABLE_KEYS = {"lr", "blr", "min_lr", "clip_grad", "warmup_epochs"}   # changeable on an explicit `amend` (a diverged run)
 
 class RunLocked(RuntimeError):
@@ -355,22 +371,23 @@ def _parse_holder(b: bytes) -> dict:
     return h if isinstance(h, dict) else {"pid": "?"}
 
 # %% ../nbs/10_train.ipynb #c022
-def build_dataset(cfg: TrainConfig):
-    "The pre-training dataset of a config (through its manifest), with the pre-training transform."
+def build_dataset(cfg: TrainConfig, uint8: bool = False):
+    "The pre-training dataset of a config (through its manifest), with the pre-training transform (`uint8`: unnormalised uint8 tensors)."
     from smrnb.data import ManifestDataset, pretrain_transform
     root = Path(cfg.data_root)
     manifest = Path(cfg.manifest) if cfg.manifest else root / "manifest.csv"
     if not manifest.exists():
         hint = "build the embedded set with `python -m smrnb.data make-toy --root " + str(root) + "`" if "toy" in str(root) else "see data_manifests/"
         raise FileNotFoundError(f"dataset manifest {manifest} not found: {hint}")
-    return ManifestDataset(root, manifest, cfg.split, transform=pretrain_transform(cfg.img_size, scale=tuple(cfg.crop_scale)),
+    return ManifestDataset(root, manifest, cfg.split, transform=pretrain_transform(cfg.img_size, scale=tuple(cfg.crop_scale), uint8=uint8),
                            on_error=cfg.on_bad_image)
 
 def build_optimizer(model, cfg: TrainConfig):
     "AdamW over parameter groups with and without weight decay."
     from timm.optim import param_groups_weight_decay
     groups = param_groups_weight_decay(model, cfg.weight_decay, no_weight_decay_list=model.no_weight_decay())
-    return torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=tuple(cfg.betas))
+    fused = all(p.is_cuda for g in groups for p in g["params"])          # one kernel per step on CUDA
+    return torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=tuple(cfg.betas), fused=fused or None)
 
 # %% ../nbs/10_train.ipynb #c024
 class SimulatedCrash(RuntimeError):
@@ -430,11 +447,12 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
     if cfg.batch_size % world: raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     bs = cfg.batch_size // world
     torch.manual_seed(cfg.seed); np.random.seed(cfg.seed); random.seed(cfg.seed)   # same init on every rank
-    ds = SeededDataset(build_dataset(cfg), cfg.seed)
+    ds = SeededDataset(build_dataset(cfg, uint8=True), cfg.seed)       # uint8 through the loader, normalised on the device
     steps_per_epoch = len(ds) // cfg.batch_size
     if steps_per_epoch == 0: raise ValueError(f"the dataset has {len(ds)} images, fewer than one batch of {cfg.batch_size}: lower batch_size")
     total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     model = Pretrainer(cfg).to(dev)
+    if cfg.grad_checkpointing: model.encoder.set_grad_checkpointing(True)
     opt = build_optimizer(model, cfg)
     if ck is not None:
         load_model_state(model, ck["model"]); opt.load_state_dict(ck["optimizer"])
@@ -444,6 +462,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
         torch.manual_seed(cfg.seed + rank); np.random.seed(cfg.seed + rank); random.seed(cfg.seed + rank)
     del ck
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    if cfg.compile: ddp = torch.compile(ddp)
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and dev.type == "cuda")
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
     bar = None
@@ -476,17 +495,17 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
             atomic_save(dict(model=model_state(model), optimizer=opt.state_dict(), step=at, config=cfg.to_dict(), rng=rngs),
                         run.ckpt, keep_prev=run.prev_ckpt)
 
+    from smrnb.data import normalize_batch
     t_log, n_log, last_loss = time.time(), 0, float("nan")
     model.train()
-    while step < total:
-        epoch, start = divmod(step, steps_per_epoch)
-        sampler = EpochBatches(len(ds), bs, cfg.seed, epoch, rank, world, start)
-        loader = DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers, generator=torch.Generator(),
-                            persistent_workers=False)
+    loader = DataLoader(ds, batch_sampler=RunBatches(len(ds), bs, cfg.seed, step, total, steps_per_epoch, rank, world),
+                        num_workers=cfg.num_workers, pin_memory=dev.type == "cuda", generator=torch.Generator())
+    if step < total:
         for imgs, _ in loader:
+            epoch = step // steps_per_epoch
             lr = lr_at(step, steps_per_epoch, cfg.epochs, cfg.peak_lr, cfg.warmup_epochs, cfg.min_lr)
             for g in opt.param_groups: g["lr"] = lr
-            imgs = imgs.to(dev, non_blocking=True)
+            imgs = normalize_batch(imgs.to(dev, non_blocking=True))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = ddp(imgs)["loss"]
             ld = loss.detach()

@@ -216,3 +216,22 @@ def test_unwritable_runs_directory_is_a_clear_error(tmp_path, toy):
         ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o555)
         r = run("--exp", "smr_table8", "--cluster", "local", "--runs-root", str(ro), *tiny_sets(toy))
         assert r.returncode == 2 and f"the runs directory {ro}/_submitit/smr_table8 is not writable" in r.stderr, r.stderr
+
+
+def test_slurm_requeue_survives_the_sigterm_it_triggers(tmp_path, monkeypatch):
+    """`scontrol requeue` of the job's own id makes SLURM terminate the job's processes, `scontrol` included if it has
+    not exited yet (a busy controller: it failed CI once). A fake `scontrol` that receives that SIGTERM mid-request
+    kills submitit's own requeue; the hardened one (`RunJob` installs it) completes."""
+    import subprocess, types
+    from submitit.slurm.slurm import SlurmJobEnvironment
+    from smrnb.launch import _requeue_immune
+    fake = tmp_path / "scontrol"
+    fake.write_text(f"#!/bin/sh\nkill -TERM $$\necho \"$@\" > {tmp_path}/requested\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    env = types.SimpleNamespace(job_id="42")
+    original = SlurmJobEnvironment.__dict__["_requeue"] if SlurmJobEnvironment._requeue is not _requeue_immune else None
+    if original is not None:                          # submitit's own, unless a RunJob in this process replaced it already
+        with pytest.raises(subprocess.CalledProcessError): original(env, 3)
+    _requeue_immune(env, 3)
+    assert (tmp_path / "requested").read_text().split() == ["requeue", "42"]
