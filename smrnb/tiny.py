@@ -13,7 +13,7 @@ from .data import make_toy_dataset, ManifestDataset, finetune_transform, make_lo
 from .evaluate import extract_features, linear_probe, knn_accuracy
 from .models import create_encoder
 from .pretrain import Pretrainer
-from .train import TrainConfig, train, load_model_state, RunDir
+from .train import TrainConfig, train, load_model_state, load_checkpoint, RunDir
 
 # %% auto #0
 __all__ = ['tiny_config', 'load_encoder', 'probe', 'tiny_paper', 'main']
@@ -33,7 +33,7 @@ def tiny_config(method: str, run_dir, data_root, seed: int = 0, epochs: int = 8,
 def load_encoder(cfg: TrainConfig):
     "The pre-trained encoder of a finished (or checkpointed) run."
     m = Pretrainer(cfg)
-    load_model_state(m, torch.load(RunDir(cfg.run_dir).ckpt, map_location="cpu", weights_only=False)["model"])
+    load_model_state(m, load_checkpoint(RunDir(cfg.run_dir).ckpt)["model"])   # a damaged file names itself
     return m.encoder
 
 # %% ../nbs/12_tiny.ipynb #c008
