@@ -408,9 +408,10 @@ def pretrain_transform(img_size: int = 224, scale=(0.2, 1.0), mean=IMAGENET_DEFA
     return T.Compose(head + ([T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean, std)]))
 
 def normalize_batch(x: torch.Tensor, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> torch.Tensor:
-    "A uint8 batch `(B, 3, H, W)` -> float32, scaled and normalised as `ToTensor` + `Normalize` do (the same operations, in order)."
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    """A uint8 batch `(B, 3, H, W)` -> float32, scaled and normalised as `ToTensor` + `Normalize` do (the same operations, in order).
+    `mean`/`std` may be float32 tensors already on `x`'s device (a training loop makes them once: no copy per step)."""
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return x.to(torch.float32).div(255).sub_(m).div_(s)
 
 def finetune_transform(img_size: int = 224, is_training: bool = True, auto_augment: str = "rand-m9-mstd0.5-inc1",

@@ -496,6 +496,8 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
                         run.ckpt, keep_prev=run.prev_ckpt)
 
     from smrnb.data import normalize_batch
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    mean_t, std_t = (torch.tensor(v, dtype=torch.float32, device=dev) for v in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
     t_log, n_log, last_loss = time.time(), 0, float("nan")
     model.train()
     loader = DataLoader(ds, batch_sampler=RunBatches(len(ds), bs, cfg.seed, step, total, steps_per_epoch, rank, world),
@@ -505,7 +507,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
             epoch = step // steps_per_epoch
             lr = lr_at(step, steps_per_epoch, cfg.epochs, cfg.peak_lr, cfg.warmup_epochs, cfg.min_lr)
             for g in opt.param_groups: g["lr"] = lr
-            imgs = normalize_batch(imgs.to(dev, non_blocking=True))
+            imgs = normalize_batch(imgs.to(dev, non_blocking=True), mean_t, std_t)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = ddp(imgs)["loss"]
             ld = loss.detach()
