@@ -4,6 +4,8 @@ Times one training step (forward + backward) of ViT-S/16 at 224 on this machine 
   full   : the smrnb encoder with no schedule (all 197 tokens in every block)
   smr    : the same weights with SMR_25x4 (tm, compression between attention and MLP)
   timm   : timm's own VisionTransformer with the same weights
+  smr_dense (with --dense): SMR tracking the dense one-hot source (B, N, P) through the blocks,
+           as ToMe does, instead of the owner index (B, P) the encoder carries
 and prints, from this one run:
   * measured time ratio smr/full  vs the analytic FLOP ratio (smrnb.complexity)
   * the compressors' share of the smr step (torch.profiler: forward under record_function,
@@ -26,6 +28,7 @@ p.add_argument("--compressor", default="tm"); p.add_argument("--batch", type=int
 p.add_argument("--steps", type=int, default=8); p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+p.add_argument("--dense", action="store_true", help="also time SMR with the dense source tracking (the representation before the owner index)")
 a = p.parse_args()
 if a.threads: torch.set_num_threads(a.threads)
 dev = torch.device(a.device)
@@ -52,6 +55,10 @@ def step(model):
     loss.backward()
 
 models = {"full": full, "smr": smr, "timm": ref}
+if a.dense:
+    dense = create_encoder(a.arch, a.schedule, a.compressor).to(dev).train()
+    dense.load_state_dict(full.state_dict()); dense.track = "source"
+    models["smr_dense"] = dense
 times = {k: [] for k in models}
 for i in range(a.warmup + a.steps):
     for k, m in models.items():
@@ -84,10 +91,11 @@ print(f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else platfor
       f"torch {torch.__version__}, timm {timm.__version__}, threads {torch.get_num_threads()}, "
       f"{'bf16 autocast' if dev.type == 'cuda' else 'fp32'}")
 print(f"{a.arch} at {x.shape[-1]}px, batch {a.batch}, {a.steps} timed steps (median) after {a.warmup} warm-up, forward + backward")
-for k in models: print(f"  {k:5s} step: {med[k] * 1000:8.1f} ms   ({a.batch / med[k]:.1f} images/s)")
+for k in models: print(f"  {k:9s} step: {med[k] * 1000:8.1f} ms   ({a.batch / med[k]:.1f} images/s)")
 print(f"SMR_{a.schedule} ({a.compressor}) / full-token: measured time ratio {time_ratio:.3f}, analytic FLOP ratio {flop_ratio:.3f} "
       f"-> measured/analytic {time_ratio / flop_ratio:.3f} (goal within 10%: {'yes' if abs(time_ratio / flop_ratio - 1) <= 0.10 else 'NO'})")
 print(f"compressors' share of the SMR step (profiled): {share * 100:.1f}% (forward {fwd / total * 100:.1f}%, backward {bwd / total * 100:.1f}%) "
       f"(goal under 5%: {'yes' if share < 0.05 else 'NO'})")
+if a.dense: print(f"owner index / dense source tracking (SMR step time): {med['smr'] / med['smr_dense']:.3f}")
 r = med["full"] / med["timm"]
 print(f"no schedule / timm VisionTransformer: {r:.3f} (goal within 3%: {'yes' if abs(r - 1) <= 0.03 else 'NO'})")

@@ -37,6 +37,8 @@ def main(argv=None):
                         "accum_iter=2); a run evaluated with other settings is evaluated again")
     p.add_argument("--amend", action="append", default=[], metavar="KEY=VALUE",
                    help="resume diverged runs with a new lr/blr/min_lr/clip_grad/warmup_epochs (same run ids; recorded in config.json history)")
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="one run per variant and seed (e.g. 0,1,2); seed 0 is the run launched without --seeds")
     p.add_argument("--list", action="store_true", help="list the experiments")
     p.add_argument("--status", action="store_true", help="show each run's state")
     p.add_argument("--runs-root", default="runs", help="where run directories go (default: runs/)")
@@ -55,9 +57,10 @@ def main(argv=None):
     try:
         overrides, amend = parse_overrides(a.set), parse_overrides(a.amend, amend=True)
         evals = L.parse_eval_set(a.eval_set)
-        if a.status: L.status(a.exp, a.scale, overrides, a.runs_root, eval_overrides=evals); return 0
+        seeds = L.parse_seeds(a.seeds)
+        if a.status: L.status(a.exp, a.scale, overrides, a.runs_root, eval_overrides=evals, seeds=seeds); return 0
         L.launch(a.exp, a.scale, a.cluster, overrides, a.dry_run, a.runs_root, a.partition, a.parallel, amend=amend,
-                 gpu_mem_gb=a.gpu_mem_gb, eval_overrides=evals)
+                 gpu_mem_gb=a.gpu_mem_gb, eval_overrides=evals, seeds=seeds)
     except L.LaunchInterrupted as e:
         print(str(e), file=sys.stderr); return 130
     except KeyboardInterrupt:                      # before any job was started

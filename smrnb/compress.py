@@ -5,30 +5,59 @@
 # %% ../nbs/01_compress.ipynb #c003
 from __future__ import annotations
 from dataclasses import dataclass
+from typing import Optional
 import math
 import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['METHODS', 'TokenState', 'max_removable', 'bipartite_match', 'tm', 'td', 'rd', 'ms', 'itf', 'compress']
+__all__ = ['METHODS', 'TokenState', 'source_from_owner', 'owner_from_source', 'max_removable', 'bipartite_match', 'tm', 'td',
+           'take', 'rd', 'ms', 'itf', 'compress']
 
 # %% ../nbs/01_compress.ipynb #c006
 @dataclass
 class TokenState:
-    "Tokens `x (B,N,C)`, their `size (B,N,1)` and their `source (B,N,P)` over the original sequence."
+    "Tokens `x (B,N,C)`, their `size (B,N,1)`, and the dense `source (B,N,P)` or the index `owner (B,P)` (one of the two)."
     x: torch.Tensor
     size: torch.Tensor
-    source: torch.Tensor
+    source: Optional[torch.Tensor] = None
+    owner: Optional[torch.Tensor] = None
 
     @property
     def n(self) -> int: return self.x.shape[1]
 
     @classmethod
-    def start(cls, x: torch.Tensor) -> "TokenState":
-        "The state of an uncompressed sequence: unit sizes, identity source."
+    def start(cls, x: torch.Tensor, track: str = "source") -> "TokenState":
+        "The state of an uncompressed sequence: unit sizes, identity `source` (or identity `owner` with `track='owner'`)."
         B, N, _ = x.shape
-        eye = torch.eye(N, device=x.device, dtype=x.dtype)
-        return cls(x, x.new_ones(B, N, 1), eye.expand(B, N, N))
+        if track == "owner": return cls(x, x.new_ones(B, N, 1), owner=torch.arange(N, device=x.device).expand(B, N))
+        if track != "source": raise ValueError(f"unknown track {track!r}; valid options: source, owner")
+        return cls(x, x.new_ones(B, N, 1), source=torch.eye(N, device=x.device, dtype=x.dtype).expand(B, N, N))
+
+    def with_x(self, x) -> "TokenState": return TokenState(x, self.size, self.source, self.owner)
+
+    def dense_source(self) -> torch.Tensor:
+        "The dense `source (B,N,P)`, whichever form is carried."
+        return self.source if self.source is not None else source_from_owner(self.owner, self.n, self.x.dtype)
+
+def source_from_owner(owner: torch.Tensor, n: int, dtype=torch.float32) -> torch.Tensor:
+    "Dense `source (B,n,P)` from `owner (B,P)`: 1 where token `i` covers original token `p`."
+    return (owner.unsqueeze(1) == torch.arange(n, device=owner.device).view(1, n, 1)).to(dtype)
+
+def owner_from_source(source: torch.Tensor) -> torch.Tensor:
+    "`owner (B,P)` from a dense `source (B,N,P)` (at most one token per original token, as the compressors make); -1 where none."
+    covered = source.ne(0)
+    return torch.where(covered.any(1), covered.float().argmax(1), -1)
+
+def _track(s: TokenState, x, size, remap) -> TokenState:
+    "The new state `(x, size)`, its tracking advanced by `remap (B,N)`: each old token's new index, -1 if dropped."
+    if s.owner is not None:
+        return TokenState(x, size, owner=torch.where(s.owner >= 0, remap.gather(1, s.owner.clamp_min(0)), -1))
+    B, N, P = s.source.shape
+    n = x.shape[1]
+    idx = torch.where(remap >= 0, remap, n).unsqueeze(-1).expand(-1, -1, P)   # dropped rows go to a spare row
+    src = s.source.new_zeros(B, n + 1, P).scatter_reduce(1, idx, s.source, "amax", include_self=False)
+    return TokenState(x, size, source=src[:, :n])
 
 # %% ../nbs/01_compress.ipynb #c009
 METHODS = ("tm", "td", "itf", "rd", "ms")
@@ -85,25 +114,44 @@ def _apply_match(t, match, reduce=None):
         b = b.scatter_reduce(1, dst.unsqueeze(-1).expand(-1, -1, t.shape[-1]), _gather(a, src), reduce=reduce)
     return torch.cat([_gather(a, unm), b], dim=1)
 
+def _match_remap(match, N: int, merge: bool):
+    "Each old token's index in `[unmerged A, B]` `(B,N)`: sources go to their destination (`merge`) or to -1."
+    a_idx, b_idx, src, unm, dst = match
+    B, nu, nb = unm.shape[0], unm.shape[1], b_idx.shape[1]
+    ar = torch.arange(nu + nb, device=unm.device)
+    remap = unm.new_empty(B, N)
+    remap.scatter_(1, a_idx.gather(1, unm), ar[:nu].expand(B, nu))
+    remap.scatter_(1, b_idx.expand(B, nb), ar[nu:].expand(B, nb))
+    return remap.scatter_(1, a_idx.gather(1, src), dst + nu if merge else torch.full_like(dst, -1))
+
 # %% ../nbs/01_compress.ipynb #c018
 def tm(s: TokenState, r: int, metric, class_token=True, split="alternate", generator=None) -> TokenState:
     "ToMe token merging: bipartite soft matching, size-weighted average into the destination."
     match = bipartite_match(metric, r, class_token, split, generator)
     size = _apply_match(s.size, match, "sum")
     x = _apply_match(s.x * s.size, match, "sum") / size
-    return TokenState(x, size, _apply_match(s.source, match, "amax"))
+    return _track(s, x, size, _match_remap(match, s.n, merge=True))
 
 def td(s: TokenState, r: int, metric, class_token=True, split="alternate", generator=None) -> TokenState:
     "Token dropping: the tokens ToMe's matching would merge are removed instead."
     match = bipartite_match(metric, r, class_token, split, generator)
-    return TokenState(*(_apply_match(t, match) for t in (s.x, s.size, s.source)))
+    return _track(s, _apply_match(s.x, match), _apply_match(s.size, match), _match_remap(match, s.n, merge=False))
 
 # %% ../nbs/01_compress.ipynb #c020
-def _keep(s: TokenState, keep_idx, class_token) -> TokenState:
-    "Keep rows `keep_idx (B,K)` of the unprotected tokens (original order), class token first."
+def _rows_remap(idx, N: int):
+    "`(B,N)` remap for keeping rows `idx (B,K)`: row `idx[k]` becomes `k`, the others -1."
+    B, K = idx.shape
+    return idx.new_full((B, N), -1).scatter_(1, idx, torch.arange(K, device=idx.device).expand(B, K))
+
+def take(s: TokenState, idx) -> TokenState:
+    "The state restricted to rows `idx (B,K)`, in that order."
+    return _track(s, _gather(s.x, idx), _gather(s.size, idx), _rows_remap(idx, s.n))
+
+def _keep_idx(keep_idx, class_token):
+    "Rows to keep: `keep_idx (B,K)` of the unprotected tokens sorted back to their order, class token first."
     keep_idx = keep_idx.sort(dim=-1).values + int(class_token)
     if class_token: keep_idx = torch.cat([keep_idx.new_zeros(keep_idx.shape[0], 1), keep_idx], 1)
-    return TokenState(*(_gather(t, keep_idx) for t in (s.x, s.size, s.source)))
+    return keep_idx
 
 def rd(s: TokenState, r: int, class_token=True, generator=None) -> TokenState:
     "Random dropping of `r` unprotected tokens (per image, reproducible with `generator`)."
@@ -111,7 +159,7 @@ def rd(s: TokenState, r: int, class_token=True, generator=None) -> TokenState:
     p = int(class_token)
     gdev = generator.device if generator is not None else s.x.device
     noise = torch.rand(B, N - p, generator=generator, device=gdev).to(s.x.device)
-    return _keep(s, noise.argsort(dim=-1)[:, : N - p - r], class_token)
+    return take(s, _keep_idx(noise.argsort(dim=-1)[:, : N - p - r], class_token))
 
 @torch.no_grad()
 def _mean_similarity(metric):
@@ -122,7 +170,7 @@ def ms(s: TokenState, r: int, metric, class_token=True) -> TokenState:
     "PCAE: drop the `r` tokens most similar (cosine) to the mean token."
     p = int(class_token)
     score = _mean_similarity(metric[:, p:])
-    return _keep(s, score.argsort(dim=-1)[:, : s.n - p - r], class_token)
+    return take(s, _keep_idx(score.argsort(dim=-1)[:, : s.n - p - r], class_token))
 
 # %% ../nbs/01_compress.ipynb #c022
 def itf(s: TokenState, r: int, attn, class_token=True, normalize=True) -> TokenState:
@@ -134,14 +182,14 @@ def itf(s: TokenState, r: int, attn, class_token=True, normalize=True) -> TokenS
     w = cls_attn.gather(1, fuse).unsqueeze(-1)
     if normalize: w = w / w.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
     fuse = fuse + 1
-    kept = _keep(s, keep, class_token)
+    idx = _keep_idx(keep, class_token)
     fx = (_gather(s.x, fuse) * w).sum(1, keepdim=True)
     fsize = _gather(s.size, fuse).sum(1, keepdim=True)
-    fsrc = _gather(s.source, fuse).amax(1, keepdim=True)
-    return TokenState(torch.cat([kept.x, fx], 1), torch.cat([kept.size, fsize], 1), torch.cat([kept.source, fsrc], 1))
+    remap = _rows_remap(idx, N).scatter_(1, fuse, idx.shape[1])       # the fused tokens become the last one
+    return _track(s, torch.cat([_gather(s.x, idx), fx], 1), torch.cat([_gather(s.size, idx), fsize], 1), remap)
 
 # %% ../nbs/01_compress.ipynb #c024
-def _check(method, x, r, metric, attn, size, source, class_token):
+def _check(method, x, r, metric, attn, size, source, class_token, owner=None):
     if method not in METHODS: raise ValueError(f"unknown compression method {method!r}; valid options: {', '.join(METHODS)}")
     if not isinstance(x, torch.Tensor) or x.dim() != 3: raise ValueError(f"x must be a (B, N, C) tensor, got shape {tuple(getattr(x, 'shape', ()))}")
     B, N, _ = x.shape
@@ -164,15 +212,23 @@ def _check(method, x, r, metric, attn, size, source, class_token):
     if size is not None and tuple(size.shape) != (B, N, 1): raise ValueError(f"size must have shape ({B}, {N}, 1), got {tuple(size.shape)}")
     if source is not None and (source.dim() != 3 or source.shape[:2] != (B, N)):
         raise ValueError(f"source must have shape ({B}, {N}, P), got {tuple(source.shape)}")
+    if owner is not None:
+        if source is not None: raise ValueError("give the token tracking as source (B, N, P) or as owner (B, P), not both")
+        if owner.dim() != 2 or owner.shape[0] != B or owner.dtype.is_floating_point:
+            raise ValueError(f"owner must be an integer ({B}, P) tensor (each original token's current index, -1 if dropped), "
+                             f"got {owner.dtype} {tuple(owner.shape)}")
 
 def compress(method: str, x, r: int, metric=None, attn=None, size=None, source=None,
-             class_token: bool = True, generator=None, split: str = "alternate", normalize: bool = True) -> TokenState:
-    "Remove `r` tokens from `x (B,N,C)` with `method` in `METHODS`; returns the smaller `TokenState`."
-    _check(method, x, r, metric, attn, size, source, class_token)
+             class_token: bool = True, generator=None, split: str = "alternate", normalize: bool = True,
+             owner=None) -> TokenState:
+    "Remove `r` tokens from `x (B,N,C)` with `method` in `METHODS`; returns the smaller `TokenState` (tracking `owner` if given, else `source`)."
+    _check(method, x, r, metric, attn, size, source, class_token, owner)
     B, N, _ = x.shape
     if size is None: size = x.new_ones(B, N, 1)
-    if source is None: source = torch.eye(N, device=x.device, dtype=x.dtype).expand(B, N, N)
-    s = TokenState(x, size, source)
+    if owner is not None: s = TokenState(x, size, owner=owner)
+    else:
+        if source is None: source = torch.eye(N, device=x.device, dtype=x.dtype).expand(B, N, N)
+        s = TokenState(x, size, source)
     if r == 0: return s
     if metric is None: metric = x
     if method == "tm": return tm(s, r, metric, class_token, split, generator)

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import build_sincos2d_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
+from .compress import owner_from_source
 
 # %% auto #0
 __all__ = ['grid_coords', 'representatives', 'fill_tokens', 'Decoder']
@@ -20,17 +21,40 @@ def grid_coords(grid: tuple, device=None) -> torch.Tensor:
     r, c = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     return torch.stack([r.flatten(), c.flatten()], -1).float()
 
+def _owner(where: torch.Tensor, n_tokens: int | None) -> tuple:
+    "`(owner (B, p+P), T)` from an `owner` index or a dense `source (B, T, p+P)`."
+    if where.dim() == 3 and where.is_floating_point(): return owner_from_source(where), where.shape[1]
+    if where.dim() != 2 or where.is_floating_point():
+        raise ValueError(f"expected the encoder's owner (B, P) integer index or a dense source (B, T, P), got {where.dtype} {tuple(where.shape)}")
+    if n_tokens is None: raise ValueError("with an owner index, give n_tokens (the number of tokens T it indexes)")
+    return where, n_tokens
+
+def _slots(owner, T, p):
+    "Per patch: its token among the `T - p` non-CLS tokens, the spare slot `T - p` once dropped; and which are covered."
+    o = owner[:, p:]
+    valid = o >= 0
+    return torch.where(valid, o - p, T - p), valid
+
 @torch.no_grad()
-def representatives(source: torch.Tensor, grid: tuple, class_token: bool = True) -> torch.Tensor:
-    "Patch index (B, T) of each non-CLS token's representative: the member nearest its group's centroid."
+def representatives(source: torch.Tensor, grid: tuple, class_token: bool = True, n_tokens: int | None = None) -> torch.Tensor:
+    "Patch index (B, T-p) of each non-CLS token's representative: the member nearest its group's centroid (first on ties)."
+    owner, T = _owner(source, n_tokens)
     p = int(class_token)
-    src = source[:, p:, p:].float()                                   # (B, T, P) tokens x patches
-    coords = grid_coords(grid, source.device)
-    size = src.sum(-1, keepdim=True)
-    torch._assert_async((size > 0).all(), "a token covers no patch: source rows must be non-empty")   # no host sync on CUDA
-    centroid = src @ coords / size                                    # (B, T, 2)
-    d = ((coords[None, None] - centroid[:, :, None]) ** 2).sum(-1)    # (B, T, P)
-    return d.masked_fill(src == 0, float("inf")).argmin(-1)
+    slot, valid = _slots(owner, T, p)
+    B, P = slot.shape
+    Tn = T - p
+    coords = grid_coords(grid, owner.device).expand(B, P, 2)
+    w = valid.unsqueeze(-1).float()
+    count = w.new_zeros(B, Tn + 1, 1).scatter_add_(1, slot.unsqueeze(-1), w)[:, :Tn]
+    torch._assert_async((count > 0).all(), "a token covers no patch: every token needs at least one patch")   # no host sync on CUDA
+    total = w.new_zeros(B, Tn + 1, 2).scatter_add_(1, slot.unsqueeze(-1).expand(-1, -1, 2), coords * w)[:, :Tn]
+    centroid = torch.cat([total / count, w.new_zeros(B, 1, 2)], 1)  # spare slot last
+    d = ((coords - centroid.gather(1, slot.unsqueeze(-1).expand(-1, -1, 2))) ** 2).sum(-1)   # (B, P)
+    d = d.masked_fill(~valid, float("inf"))
+    best = d.new_full((B, Tn + 1), float("inf")).scatter_reduce(1, slot, d, "amin")
+    j = torch.arange(P, device=owner.device).expand(B, P)
+    cand = torch.where(valid & (d == best.gather(1, slot)), j, P)
+    return torch.full_like(best, P, dtype=torch.long).scatter_reduce(1, slot, cand, "amin")[:, :Tn]
 
 # %% ../nbs/08_decoder.ipynb #c010
 def fill_tokens(x, source, dummy, grid, mode: str = "slot", class_token: bool = True):
@@ -40,15 +64,16 @@ def fill_tokens(x, source, dummy, grid, mode: str = "slot", class_token: bool = 
     p = int(class_token)
     P = grid[0] * grid[1]
     if source.shape[-1] != P + p: raise ValueError(f"source covers {source.shape[-1] - p} patches but the grid {grid} has {P}")
+    owner, _ = _owner(source, T)
     base = dummy.to(x.dtype).expand(B, P, C)
     if mode == "slot":
-        rep = representatives(source, grid, class_token)
+        rep = representatives(owner, grid, class_token, n_tokens=T)
         patches = base.scatter(1, rep.unsqueeze(-1).expand(-1, -1, C), x[:, p:])
         real = torch.zeros(B, P, dtype=torch.bool, device=x.device).scatter(1, rep, True)
     else:
-        s = source[:, p:, p:].to(x.dtype)                             # (B, T, P), one owner per covered patch
-        real = s.sum(1) > 0
-        patches = torch.where(real.unsqueeze(-1), s.transpose(1, 2) @ x[:, p:], base)
+        slot, real = _slots(owner, T, p)
+        got = x[:, p:].gather(1, slot.clamp_max(T - p - 1).unsqueeze(-1).expand(-1, -1, C))
+        patches = torch.where(real.unsqueeze(-1), got, base)
     return torch.cat([x[:, :p], patches], 1), real
 
 # %% ../nbs/08_decoder.ipynb #c013
@@ -76,7 +101,7 @@ class Decoder(nn.Module):
         trunc_normal_(self.dummy, std=0.02)
 
     def forward(self, x, source) -> torch.Tensor:
-        "Predictions `(B, P, out_dim)` for every patch position from the encoder's `x (B,T,C)` and `source`."
+        "Predictions `(B, P, out_dim)` for every patch position from the encoder's `x (B,T,C)` and its `owner` (or a dense `source`)."
         p = int(self.class_token)
         if self.depth == 0:   # a linear head per position; a compressed sequence is broadcast back through `source`
             if x.shape[1] != p + self.grid[0] * self.grid[1]:

@@ -20,7 +20,7 @@ from timm.models.vision_transformer import VisionTransformer
 # %% auto #0
 __all__ = ['extract_features', 'extract_features_distributed', 'knn_accuracy', 'linear_probe', 'FinetuneConfig',
            'relative_position_index', 'RelPosAttention', 'finetune_model', 'finetune_no_weight_decay',
-           'param_groups_lrd', 'accuracy', 'finetune', 'compactness']
+           'param_groups_lrd', 'accuracy', 'finetune', 'removal_schedule', 'compactness']
 
 # %% ../nbs/11_eval.ipynb #c006
 @torch.no_grad()
@@ -313,9 +313,14 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
     return dict(val_acc=acc, history=hist, steps=step, world_size=world, finetune=ft.to_dict())
 
 # %% ../nbs/11_eval.ipynb #c021
-def _kx4(P: int, frac: float) -> str:
-    k = round(frac * P / 4)
-    return f"{k}x4"
+def removal_schedule(encoder, frac: float, compressor: str = "tm") -> list[int]:
+    "Per-block counts removing as many tokens as MIM masks at `frac` (`P - int(P (1 - frac))`), in the encoder's bottleneck blocks."
+    from smrnb.models import bottleneck_blocks, spread_counts, fit_counts
+    depth, P = len(encoder.blocks), encoder.patch_embed.num_patches
+    blocks = bottleneck_blocks(depth)
+    counts = [0] * depth
+    for b, r in zip(blocks, spread_counts(P - int(P * (1 - frac)), [1] * len(blocks))): counts[b - 1] = r
+    return fit_counts(counts, P + 1, compressor)
 
 @torch.no_grad()
 def compactness(model, loader, fractions=(0.25, 0.5, 0.75), compressor: str | None = None, device="cpu", seed: int = 0):
@@ -330,7 +335,8 @@ def compactness(model, loader, fractions=(0.25, 0.5, 0.75), compressor: str | No
         for task in ("smr", "mim"):
             g = torch.Generator().manual_seed(seed)
             tot = n = 0.0
-            if task == "smr": enc.set_schedule(_kx4(P, frac), comp)
+            sched = removal_schedule(enc, frac, comp)
+            if task == "smr": enc.set_schedule(sched, comp)
             else: enc.set_schedule(None)
             for x, _ in loader:
                 x = x.to(device)
@@ -340,8 +346,9 @@ def compactness(model, loader, fractions=(0.25, 0.5, 0.75), compressor: str | No
                     if c.input_mask == "token": keep = None
                     else: mask = None
                 out = enc.forward_features(x, keep=keep, mask=mask, mask_token=getattr(m, "mask_token", None), generator=g)
-                loss = recon_loss(m.decoder(out.x, out.source), m.target(x), c.loss, c.beta)
+                loss = recon_loss(m.decoder(out.x, out.owner), m.target(x), c.loss, c.beta)
                 tot += loss.item() * len(x); n += len(x)
-            rows.append(dict(task=task, fraction=frac, schedule=_kx4(P, frac) if task == "smr" else f"mask {frac:.2f}",
+            rows.append(dict(task=task, fraction=frac, schedule="-".join(map(str, [r for r in sched if r])) if task == "smr" else f"mask {frac:.2f}",
+                             removed=sum(sched) if task == "smr" else P - int(P * (1 - frac)),
                              loss=tot / n))
     return rows

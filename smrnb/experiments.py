@@ -318,7 +318,7 @@ def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
         d = {**exp.base["tiny"], **tiny_overrides({**exp.base["paper"], **v.config}, ratio)}
     return {**d, **v.at_scale.get(scale, {})}
 
-RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing")   # keys that do not change what a run computes: not part of its id
+RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing", "fsdp")   # keys that do not change what a run computes: not part of its id
 
 def run_id(variant: str, config: dict) -> str:
     "`<variant>-<first 8 hex of sha1 of the config (without `RUN_ID_SKIP`) as sorted JSON>`."
@@ -327,13 +327,18 @@ def run_id(variant: str, config: dict) -> str:
 
 TINY_EVALUATE = {"finetune": "linear_probe"}   # what stands in for an evaluation at tiny scale
 
-def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "runs") -> list[dict]:
-    "One dict per variant: variant, run_id, config (a full `TrainConfig` as a dict), evaluate, paper, resources."
+def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "runs", seeds=None) -> list[dict]:
+    "One dict per variant (and seed, with `seeds`): variant, seed, run_id, config (a full `TrainConfig` as a dict), evaluate, paper, resources."
     exp = get_experiment(exp)
     overrides = check_overrides(overrides)
+    if seeds is not None:
+        seeds = list(seeds)
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct non-negative ints, got {seeds}")
+        if "seed" in overrides: raise ValueError("give the seeds with seeds= (--seeds), not also --set seed=...")
     out = []
-    for v in exp.variants:
-        d = {**variant_config(exp, v, scale), **overrides}
+    for v, seed in [(v, s) for v in exp.variants for s in (seeds if seeds is not None else [None])]:
+        d = {**variant_config(exp, v, scale), **overrides, **({} if seed is None else {"seed": seed})}
         try:
             tc = TrainConfig.from_dict({k: val for k, val in d.items() if k != "run_dir"})
             check_schedule(tc)
@@ -342,7 +347,7 @@ def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "run
         rid = run_id(v.name, cfg)
         cfg["run_dir"] = f"{root}/{scale}/{exp.name}/{rid}"
         ev = TINY_EVALUATE.get(v.evaluate, v.evaluate) if scale == "tiny" else v.evaluate
-        out.append(dict(variant=v.name, run_id=rid, config=cfg, evaluate=ev, paper=v.paper,
+        out.append(dict(variant=v.name, seed=cfg["seed"], run_id=rid, config=cfg, evaluate=ev, paper=v.paper,
                         resources=dict(exp.resources[scale])))
     return out
 

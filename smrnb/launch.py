@@ -14,8 +14,8 @@ from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_j
 # %% auto #0
 __all__ = ['DISTRIBUTED_EVALUATIONS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS', 'EVAL_KEYS', 'evaluate_run',
            'harden_slurm_requeue', 'RunJob', 'job_alive', 'run_state', 'executor_params', 'make_executor',
-           'choose_cluster', 'act_memory', 'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_eval_set', 'plan',
-           'job_lines', 'print_plan', 'launch', 'status']
+           'choose_cluster', 'act_memory', 'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_seeds',
+           'parse_eval_set', 'plan', 'job_lines', 'print_plan', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
 DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe")   # run on every process of the evaluation job
@@ -329,6 +329,15 @@ def check_eval_kw(evaluate: str, kw: dict) -> dict:
         raise ValueError(f"--eval-set {', '.join(bad)}: not a setting of the {evaluate} evaluation (its settings: {', '.join(EVAL_KEYS.get(evaluate, ())) or 'none'})")
     return kw
 
+def parse_seeds(text) -> list | None:
+    "`'0,1,2'` (the launcher's `--seeds`) -> `[0, 1, 2]`; `None` or `''` -> `None` (the configs' own seed)."
+    if text is None or str(text).strip() == "": return None
+    try: seeds = [int(s) for s in str(text).split(",")]
+    except ValueError: raise ValueError(f"--seeds expects comma-separated non-negative integers such as 0,1,2, got {text!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds expects distinct non-negative integers such as 0,1,2, got {text!r}")
+    return seeds
+
 def parse_eval_set(items) -> dict:
     "`['lr=5e-4', 'warmup_epochs=5']` (the launcher's `--eval-set`) -> a dict, values read as JSON / Python literals."
     from smrnb.experiments import _literal
@@ -339,11 +348,12 @@ def parse_eval_set(items) -> dict:
     return out
 
 def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, amend: dict | None = None,
-         eval_overrides: dict | None = None) -> list:
+         eval_overrides: dict | None = None, seeds=None) -> list:
     """The runs of an experiment at a scale, each with its state (and `busy`: who is working on it now).
-    `eval_overrides` (`--eval-set`) change the evaluation's settings (`eval_kw`): a run evaluated with other settings is pending."""
+    `eval_overrides` (`--eval-set`) change the evaluation's settings (`eval_kw`): a run evaluated with other settings is pending.
+    `seeds` (`--seeds`): one run per variant and seed."""
     exp = get_experiment(exp_name)
-    runs = run_configs(exp, scale, overrides)
+    runs = run_configs(exp, scale, overrides, seeds=seeds)
     amend = check_amendments(amend)
     for r in runs:
         if runs_root is not None:
@@ -504,11 +514,11 @@ def _launch_info(cluster: str, root: Path, **jobs) -> dict:
 
 def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overrides: dict | None = None, dry_run: bool = False,
            runs_root: str | None = None, partition: str | None = None, parallel: int = 1, wait: bool | None = None, file=sys.stdout,
-           amend: dict | None = None, gpu_mem_gb: float = GPU_MEM_GB, eval_overrides: dict | None = None) -> list:
+           amend: dict | None = None, gpu_mem_gb: float = GPU_MEM_GB, eval_overrides: dict | None = None, seeds=None) -> list:
     "Submit the experiment's runs that are not done and not busy (`cluster`: see `choose_cluster`); returns the submitted jobs as dicts."
     cluster, note = choose_cluster(scale, cluster, dry_run)
     if note: print(note, file=file)
-    runs = plan(exp_name, scale, overrides, runs_root, amend, eval_overrides)
+    runs = plan(exp_name, scale, overrides, runs_root, amend, eval_overrides, seeds)
     exp = get_experiment(exp_name)
     params = executor_params(exp.resources[scale], cluster, f"smrnb-{exp_name}", partition)
     if dry_run:
@@ -588,8 +598,8 @@ def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overr
     return submitted
 
 def status(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, file=sys.stdout,
-           eval_overrides: dict | None = None) -> list:
+           eval_overrides: dict | None = None, seeds=None) -> list:
     "Print and return each run's state."
-    runs = plan(exp_name, scale, overrides, runs_root, eval_overrides=eval_overrides)
+    runs = plan(exp_name, scale, overrides, runs_root, eval_overrides=eval_overrides, seeds=seeds)
     for r in runs: print(f"{r['run_id']:28s} {r['state']:13s} {r['detail']}", file=file)
     return runs

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_models.ipynb #c003
 from __future__ import annotations
-import difflib, re
+import difflib, math, re
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 import torch
@@ -13,11 +13,12 @@ from torch.utils.checkpoint import checkpoint
 import timm
 from timm.layers import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
-from .compress import METHODS, TokenState, compress, max_removable
+from .compress import METHODS, TokenState, compress, max_removable, owner_from_source, source_from_owner, take
 
 # %% auto #0
-__all__ = ['PRESETS', 'ALIASES', 'parse_schedule', 'token_counts', 'CompressedAttention', 'CompressionConfig', 'CompressedBlock',
-           'EncoderOutput', 'CompressedViT', 'resolve_arch', 'timm_equivalent', 'create_encoder']
+__all__ = ['PRESETS', 'ALIASES', 'parse_schedule', 'token_counts', 'spread_counts', 'fit_counts', 'bottleneck_blocks',
+           'CompressedAttention', 'CompressionConfig', 'CompressedBlock', 'EncoderOutput', 'CompressedViT',
+           'resolve_arch', 'timm_equivalent', 'create_encoder']
 
 # %% ../nbs/02_models.ipynb #c006
 def parse_schedule(spec, depth: int) -> list[int]:
@@ -64,6 +65,37 @@ def token_counts(schedule: Sequence[int], n_tokens: int, method: str = "tm", cla
                              f"at most {lim}; spread the compression over more blocks")
         n -= r; counts.append(n)
     return counts
+
+# %% ../nbs/02_models.ipynb #c010b
+def _half_up(x: float) -> int: return int(math.floor(x + 0.5))
+
+def spread_counts(total: int, weights: Sequence[float]) -> list[int]:
+    "`total` split in proportion to `weights` by cumulative rounding (half up): the parts always sum to `total`."
+    if total < 0 or any(w < 0 for w in weights) or sum(weights) <= 0: raise ValueError(f"need total >= 0 and non-negative weights with a positive sum, got {total}, {list(weights)}")
+    out, cum, prev, W = [], 0.0, 0, float(sum(weights))
+    for w in weights:
+        cum += w
+        now = _half_up(total * cum / W)
+        out.append(now - prev); prev = now
+    return out
+
+def fit_counts(counts: Sequence[int], n_tokens: int, method: str = "tm", class_token: bool = True) -> list[int]:
+    "`counts` (per block) with tokens moved to earlier blocks wherever one call cannot remove them; the total is kept."
+    counts = list(counts)
+    while True:
+        n, bad = n_tokens, None
+        for i, r in enumerate(counts):
+            if r > max_removable(method, n, class_token): bad = i; break
+            n -= r
+        if bad is None: return counts
+        if bad == 0:
+            raise ValueError(f"{method} cannot remove {sum(counts)} of {n_tokens} tokens with this schedule: block 1 alone would need "
+                             f"{counts[0]} (max {max_removable(method, n_tokens, class_token)}); compress over more blocks")
+        counts[bad] -= 1; counts[bad - 1] += 1
+
+def bottleneck_blocks(depth: int) -> list[int]:
+    "The default compressing blocks (1-based): the first third of `depth` (ViT-B: 1-4)."
+    return list(range(1, max(1, math.ceil(depth / 3)) + 1))
 
 # %% ../nbs/02_models.ipynb #c012
 class CompressedAttention(Attention):
@@ -115,28 +147,34 @@ class CompressedBlock(Block):
         o, metric, cls_attn = self.attn.forward_tokens(
             self.norm1(s.x), s.size if (cfg.prop_attn and sized) else None,
             want_metric=r > 0 and cfg.method in ("tm", "td"), want_cls_attn=r > 0 and cfg.method == "itf")
-        s = TokenState(s.x + self.drop_path1(self.ls1(o)), s.size, s.source)
+        s = s.with_x(s.x + self.drop_path1(self.ls1(o)))
         if need: s = self._compress(s, r, cfg, metric, cls_attn, generator)
-        s = TokenState(s.x + self.drop_path2(self.ls2(self.mlp(self.norm2(s.x)))), s.size, s.source)
+        s = s.with_x(s.x + self.drop_path2(self.ls2(self.mlp(self.norm2(s.x)))))
         if r > 0 and not need: s = self._compress(s, r, cfg, metric, cls_attn, generator)
         return s
 
     def _compress(self, s, r, cfg, metric, cls_attn, generator):
         if cfg.method == "ms": metric = s.x
-        return compress(cfg.method, s.x, r, metric=metric, attn=cls_attn, size=s.size, source=s.source,
+        return compress(cfg.method, s.x, r, metric=metric, attn=cls_attn, size=s.size, source=s.source, owner=s.owner,
                         class_token=cfg.class_token, generator=generator, split=cfg.split)
 
 # %% ../nbs/02_models.ipynb #c018
 @dataclass
 class EncoderOutput:
-    "Final tokens `x (B,N',C)` with `size (B,N',1)`, `source (B,N',P)` and the token count per block."
+    "Final tokens `x (B,N',C)` with `size (B,N',1)`, `owner (B,P)` (each original token's final token, -1 if dropped) and the count per block."
     x: torch.Tensor
     size: torch.Tensor
-    source: torch.Tensor
+    owner: torch.Tensor
     counts: list
+
+    @property
+    def source(self) -> torch.Tensor:
+        "The dense `source (B,N',P)` (built on request: the encoder carries `owner`)."
+        return source_from_owner(self.owner, self.x.shape[1], self.x.dtype)
 
 class CompressedViT(VisionTransformer):
     "timm VisionTransformer with a token compressor after the blocks its schedule names."
+    track = "owner"   # how the blocks track the original tokens; "source" (dense) only to compare / benchmark
     def __init__(self, schedule=None, compressor: str = "tm", placement: str = "mlp", prop_attn: bool = True,
                  split: str = "alternate", **kwargs):
         kwargs.setdefault("num_classes", 0)
@@ -166,13 +204,11 @@ class CompressedViT(VisionTransformer):
             if mask_token is None: raise ValueError("mask given without mask_token: BEiT-style masking replaces masked patches by a learned token")
             w = mask.unsqueeze(-1).to(x.dtype)
             x = x * (1 - w) + mask_token.to(x.dtype) * w
-        s = TokenState.start(self._pos_embed(x))
+        s = TokenState.start(self._pos_embed(x), track=self.track)
         if keep is not None:
             p = self.num_prefix_tokens
-            idx = torch.cat([torch.arange(p, device=keep.device).expand(keep.shape[0], p), keep + p], 1)
-            g = lambda t: t.gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
-            s = TokenState(g(s.x), g(s.size), g(s.source))
-        s = TokenState(self.norm_pre(self.patch_drop(s.x)), s.size, s.source)
+            s = take(s, torch.cat([torch.arange(p, device=keep.device).expand(keep.shape[0], p), keep + p], 1))
+        s = s.with_x(self.norm_pre(self.patch_drop(s.x)))
         counts, sized = [s.n], False
         ckpt = self.grad_checkpointing and torch.is_grad_enabled()
         if ckpt and generator is not None and self.cfg.method == "rd":
@@ -182,7 +218,8 @@ class CompressedViT(VisionTransformer):
             else: s = blk.forward_state(s, r, self.cfg, sized, generator)
             sized = sized or (r > 0 and self.cfg.method in ("tm", "itf"))
             counts.append(s.n)
-        return EncoderOutput(self.norm(s.x), s.size, s.source, counts)
+        owner = s.owner if s.owner is not None else owner_from_source(s.source)
+        return EncoderOutput(self.norm(s.x), s.size, owner, counts)
 
     def pool_tokens(self, out: EncoderOutput) -> torch.Tensor:
         "Pool the final tokens; `avg` is weighted by token size so merged tokens count for their patches."
@@ -206,6 +243,7 @@ PRESETS = {
     "vit_10b":   dict(timm="vit_base_patch16_224",  patch_size=16, embed_dim=4096, depth=50, num_heads=32),
     "test":      dict(timm="vit_tiny_patch16_224",  img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4),
     "test_deep": dict(timm="vit_tiny_patch16_224",  img_size=64, patch_size=8, embed_dim=96, depth=8, num_heads=4),
+    "toy":       dict(timm="vit_tiny_patch16_224",  img_size=32, patch_size=4, embed_dim=64, depth=6, num_heads=4),
 }
 ALIASES = {"ViT-Ti": "vit_tiny", "ViT-T": "vit_tiny", "ViT-S": "vit_small", "ViT-B": "vit_base", "ViT-L": "vit_large",
            "ViT-H": "vit_huge", "ViT-10B": "vit_10b"}
@@ -215,7 +253,7 @@ def resolve_arch(arch: str) -> dict:
     name = ALIASES.get(arch, arch)
     if name in PRESETS: return dict(PRESETS[name])
     for k, v in PRESETS.items():
-        if v["timm"] == arch and k != "vit_10b" and not k.startswith("test"): return dict(v)
+        if v["timm"] == arch and k != "vit_10b" and not k.startswith("test") and k != "toy": return dict(v)
     valid = list(PRESETS) + list(ALIASES)
     close = difflib.get_close_matches(arch, valid, n=3)
     raise ValueError(f"unknown architecture {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else "") +

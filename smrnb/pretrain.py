@@ -59,7 +59,7 @@ class PretrainConfig:
     drop_path: float = 0.1
     input_mask: str | None = None       # none | drop (MAE) | token (BEiT)
     mask_ratio: float | None = None
-    target: str | None = None           # clip | pixel | ema
+    target: str | None = None           # clip | pixel | ema | frozen (a teacher file: the tiny paper's fixed teacher)
     target_kw: dict = field(default_factory=dict)   # e.g. {"model_name": "ViT-B-16", "checkpoint": "..."}
     norm_pix: bool = True
     loss: str | None = None             # mse | smooth_l1 (default: mse for pixels, smooth_l1 for features)
@@ -79,7 +79,7 @@ class PretrainConfig:
                 if d[k] == "default": d[k] = v
             elif d[k] is None: d[k] = v
         if d["loss"] is None: d["loss"] = "mse" if d["target"] == "pixel" else "smooth_l1"
-        for k, ok in (("input_mask", ("none", "drop", "token")), ("loss_on", ("all", "masked")), ("target", ("clip", "pixel", "ema"))):
+        for k, ok in (("input_mask", ("none", "drop", "token")), ("loss_on", ("all", "masked")), ("target", ("clip", "pixel", "ema", "frozen"))):
             if d[k] not in ok: raise ValueError(f"unknown {k} {d[k]!r}; valid options: {', '.join(ok)}")
         if d["input_mask"] != "none" and not 0 < d["mask_ratio"] < 1: raise ValueError(f"input_mask={d['input_mask']} needs 0 < mask_ratio < 1")
         if d["loss_on"] == "masked" and d["input_mask"] == "none": raise ValueError("loss_on='masked' needs input masking (input_mask drop or token)")
@@ -116,6 +116,7 @@ class Pretrainer(nn.Module):
         c = self.cfg
         if c.target == "pixel": return make_target("pixel", patch_size=self.patch_size, norm_pix=c.norm_pix, **c.target_kw)
         if c.target == "ema": return make_target("ema", student_encoder=self.encoder, **c.target_kw)
+        if c.target == "frozen": return make_target("frozen", **c.target_kw)
         return make_target("clip", **c.target_kw)
 
     @property
@@ -132,7 +133,7 @@ class Pretrainer(nn.Module):
         if c.input_mask != "none": keep, mask = random_masking(B, P, c.mask_ratio, generator, imgs.device)
         out = self.encoder.forward_features(imgs, generator, keep=keep if c.input_mask == "drop" else None,
                                             mask=mask if c.input_mask == "token" else None, mask_token=self.mask_token)
-        pred = self.decoder(out.x, out.source)
+        pred = self.decoder(out.x, out.owner)
         with torch.no_grad(): tgt = self.target(imgs)
         loss = recon_loss(pred, tgt, c.loss, c.beta, mask if c.loss_on == "masked" else None)
         return dict(loss=loss, pred=pred, target=tgt, mask=mask, counts=out.counts)

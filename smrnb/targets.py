@@ -17,7 +17,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 # %% auto #0
 __all__ = ['CLIP_DIR_ENV', 'TARGETS', 'Target', 'patchify', 'unpatchify', 'pixel_target', 'PixelTarget', 'renormalize',
            'default_clip_checkpoint', 'ClipTarget', 'clip_target', 'convert_openai_checkpoint', 'cosine_momentum',
-           'EMATeacher', 'make_target']
+           'EMATeacher', 'file_sha256', 'FrozenTeacher', 'make_target']
 
 # %% ../nbs/07_targets.ipynb #c006
 class Target(nn.Module):
@@ -262,10 +262,52 @@ class EMATeacher(Target):
         x = getattr(out, "x", out)[:, self.encoder.num_prefix_tokens:]
         return F.layer_norm(x, x.shape[-1:]) if self.whiten else x
 
+# %% ../nbs/07_targets.ipynb #c051b
+def file_sha256(path) -> str:
+    "SHA-256 of a file's bytes (hex)."
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+    return h.hexdigest()
+
+class FrozenTeacher(Target):
+    "A frozen smrnb encoder from a teacher file: whitened last-layer patch tokens `(B, L, width)` at the teacher's input size."
+    def __init__(self, checkpoint, sha256: str | None = None, whiten: bool = True, build_hint: str = "python -m smrnb.teacher"):
+        super().__init__()
+        from smrnb.models import create_encoder
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"teacher file {path} not found. It is built by the code, never downloaded: run `{build_hint}` "
+                                    f"(the tiny paper's main job builds it before its runs)")
+        self.sha256 = file_sha256(path)
+        if sha256 is not None and self.sha256 != sha256:
+            raise ValueError(f"teacher file {path} has SHA-256 {self.sha256[:16]}..., but this run was planned with {sha256[:16]}...: "
+                             f"it is another teacher. Restore the file the run used, or start a new run with this teacher "
+                             f"(--set target_kw='{{\"checkpoint\": \"{path}\", \"sha256\": \"{self.sha256}\"}}')")
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict) or not {"arch", "encoder"} <= set(blob):
+            raise ValueError(f"{path} is not a teacher file (a dict with 'arch', 'kwargs' and 'encoder' state); smrnb.teacher writes one")
+        self.encoder = create_encoder(blob["arch"], **blob.get("kwargs", {}))
+        self.encoder.load_state_dict(blob["encoder"])
+        self.encoder.set_schedule(None)
+        self.whiten, self.path, self.info = whiten, str(path), dict(blob.get("info", {}))
+        self.out_dim = self.encoder.num_features
+        self._freeze()
+
+    @torch.no_grad()
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        if imgs.ndim != 4 or imgs.shape[1] != 3: raise ValueError(f"expected (B, 3, H, W) images, got shape {tuple(imgs.shape)}")
+        size = tuple(self.encoder.patch_embed.img_size)
+        if tuple(imgs.shape[-2:]) != size:
+            imgs = F.interpolate(imgs, size=size, mode="bicubic", align_corners=False, antialias=True)
+        x = self.encoder.forward_features(imgs).x[:, self.encoder.num_prefix_tokens:]
+        return F.layer_norm(x, x.shape[-1:]) if self.whiten else x
+
 # %% ../nbs/07_targets.ipynb #c053
-TARGETS = {"pixel": PixelTarget, "clip": clip_target, "ema": EMATeacher}
+TARGETS = {"pixel": PixelTarget, "clip": clip_target, "ema": EMATeacher, "frozen": FrozenTeacher}
 
 def make_target(kind: str, **kw) -> Target:
-    "A reconstruction target: `make_target('pixel', patch_size=16)`, `('clip', checkpoint=...)`, `('ema', student_encoder=enc)`."
+    "A reconstruction target: `make_target('pixel', patch_size=16)`, `('clip', checkpoint=...)`, `('ema', student_encoder=enc)`, `('frozen', checkpoint=...)`."
     if kind not in TARGETS: raise ValueError(f"unknown target kind {kind!r}; valid kinds: {', '.join(TARGETS)}")
     return TARGETS[kind](**kw)

@@ -18,3 +18,12 @@ def test_table1_cpu_smoke(tmp_path):
     import json
     res = json.loads(out.read_text())["results"]
     assert all(x["loop_images_per_s"] > 0 and x["images_per_s"] > 0 and x["flops_per_step"] > 0 for x in res)
+
+
+def test_encoder_step_cpu_smoke():
+    "encoder_step.py runs at a test size with the dense-tracking comparison and prints every line it promises."
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/encoder_step.py"), "--device", "cpu", "--arch", "test", "--schedule", "8x3",
+                        "--batch", "2", "--steps", "1", "--warmup", "1", "--dense"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for what in ("smr_dense step:", "measured/analytic", "compressors' share", "owner index / dense source tracking", "timm VisionTransformer"):
+        assert what in r.stdout, (what, r.stdout)
