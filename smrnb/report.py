@@ -16,12 +16,13 @@ from .launch import run_state
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['PAPER_CSV', 'NUMBER_KEYS', 'RUN_FILES', 'FIXTURE_PLAN', 'RATIO_METRICS', 'METRIC_SOURCES', 'DASH', 'REPORT_TABLES',
-           'TABLE_EXPERIMENTS', 'REPO', 'TABLES_NB', 'FIXTURE_RUNS', 'TINY_PAPER', 'paper_cells', 'registry_cells',
-           'check_paper_cells', 'launch_command', 'Unreadable', 'unreadable_file', 'run_rows', 'write_fixture',
-           'run_metrics', 'report_table', 'compactness_frame', 'compactness_table', 'n_invalid', 'fmt_table',
-           'save_table', 'plot_compactness', 'plot_ratios', 'merging_source', 'merging_figures', 'parse_tables',
-           'build_report', 'main']
+__all__ = ['PAPER_CSV', 'NUMBER_KEYS', 'RUN_FILES', 'FIXTURE_PLAN', 'MEMORY_METRIC', 'RATIO_METRICS', 'LOWER_IS_BETTER',
+           'STAND_INS', 'METRIC_SOURCES', 'ROW_COLUMNS', 'DASH', 'SIG_DIGITS', 'REPORT_TABLES', 'TABLE_EXPERIMENTS',
+           'REPO', 'TABLES_NB', 'FIXTURE_RUNS', 'TINY_PAPER', 'paper_cells', 'registry_cells', 'check_paper_cells',
+           'launch_command', 'Unreadable', 'unreadable_file', 'run_device', 'run_rows', 'write_fixture', 'run_metrics',
+           'table_rows', 'comparable', 'compare', 'report_table', 'rank_corr', 'display_columns', 'compactness_frame',
+           'compactness_table', 'n_invalid', 'fmt_table', 'html_table', 'save_table', 'plot_compactness', 'plot_ratios',
+           'merging_source', 'merging_settings', 'merging_figures', 'parse_tables', 'build_report', 'main']
 
 # %% ../nbs/15_report.ipynb #c006
 PAPER_CSV = Path(smrnb.__file__).parent / "paper_numbers.csv"
@@ -143,11 +144,18 @@ def _state(d: Path, evaluate: str) -> tuple[str, str]:
     return state, detail
 
 def _config_diff(old: dict, new: dict) -> str:
+    "Every key (but `run_dir`) whose value differs, as `key: old -> new`: all of them, the report truncates nothing."
     keys = sorted(k for k in set(old) | set(new) if k != "run_dir" and old.get(k) != new.get(k))
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:4]) + (" ..." if len(keys) > 4 else "")
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+def run_device(ev: dict, summary: dict, config: dict) -> str | None:
+    "`'cpu'`, `'cuda'`... when a run's files say where it ran (`device` in eval.json or summary.json, or a config device other than `auto`); else None."
+    for v in (ev.get("device"), summary.get("device"), config.get("device")):
+        if isinstance(v, str) and v and v != "auto": return "cuda" if v.startswith("cuda") else v
+    return None
 
 def run_rows(exp: str, runs_dir, scale: str = "tiny") -> pd.DataFrame:
-    "One row per variant of `exp`: run_id, run_dir, state, detail, current (config), result (eval.json), summary (dict)."
+    "One row per variant of `exp`: run_id, run_dir, state, detail, current (config), result (eval.json), summary (dict), device."
     exp = get_experiment(exp); runs_dir = Path(runs_dir)
     rows = []
     for r in run_configs(exp, scale, root=str(runs_dir)):
@@ -165,8 +173,10 @@ def run_rows(exp: str, runs_dir, scale: str = "tiny") -> pd.DataFrame:
                     state, detail = "older config", f"{d.name} ({st}{'; ' + det if det else ''}); differs: {_config_diff(cfg, r['config'])}"
         ev, sm = ({}, {}) if state == "unreadable" else (_read_json(d / "eval.json") or {}, _read_json(d / "summary.json") or {})
         if bad := ev.get("_error") or sm.get("_error"): state, detail, ev, sm = "unreadable", f"unreadable: {bad}", {}, {}
+        cfg = {} if state == "unreadable" else (_read_json(d / "config.json") or {}).get("config", {})
         rows.append(dict(experiment=exp.name, variant=r["variant"], run_id=d.name, run_dir=str(d), state=state, detail=detail,
-                         current=current, evaluate=r["evaluate"], result=ev, summary=sm, batch_size=r["config"]["batch_size"]))
+                         current=current, evaluate=r["evaluate"], result=ev, summary=sm, batch_size=r["config"]["batch_size"],
+                         device=run_device(ev, sm, cfg if isinstance(cfg, dict) else {})))
     return pd.DataFrame(rows)
 
 # %% ../nbs/15_report.ipynb #c014
@@ -220,13 +230,16 @@ def write_fixture(src_runs, dst=None, scale: str = "tiny") -> Path:
     return dst
 
 # %% ../nbs/15_report.ipynb #c019
-def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = None) -> dict:
-    "Paper-unit metrics of one run's evaluation; one computed from a non-finite value is NaN or inf (invalid)."
+MEMORY_METRIC = {"cuda": "memory_gb_per_gpu", "cpu": "peak_rss_gb (process, CPU)",
+                 None: "peak_mem_gb (device not recorded: process peak RSS on CPU, peak CUDA allocation on GPU)"}
+
+def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = None, device: str | None = None) -> dict:
+    "Paper-unit metrics of one run's evaluation; one computed from a non-finite value is NaN or inf (invalid). `device`: see `MEMORY_METRIC`."
     out = {}
     if "top1_finetune" in ev: out["top1_finetune"] = 100 * ev["top1_finetune"]
     if "linear_probe" in ev: out["top1_linear"] = 100 * ev["linear_probe"]
     if "gmacs" in ev: out["gmacs"] = ev["gmacs"]
-    if "peak_mem_mb" in ev: out["memory_gb_per_gpu"] = ev["peak_mem_mb"] / 1024
+    if "peak_mem_mb" in ev: out[MEMORY_METRIC.get(device, MEMORY_METRIC[None])] = ev["peak_mem_mb"] / 1024
     s = summary or {}
     if ev.get("images_per_s") and batch_size and s.get("epochs") and s.get("steps"):
         ok = all(np.isfinite(v) for v in (ev["images_per_s"], s["epochs"], s["steps"]))
@@ -235,9 +248,12 @@ def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = 
 
 # %% ../nbs/15_report.ipynb #c022
 RATIO_METRICS = ("minutes_per_epoch", "memory_gb_per_gpu", "gmacs")
+LOWER_IS_BETTER = set(RATIO_METRICS) | {"recon_loss"}
+STAND_INS = {"top1_finetune": ("top1_linear",), "memory_gb_per_gpu": (MEMORY_METRIC["cpu"], MEMORY_METRIC[None])}
 METRIC_SOURCES = dict(top1_finetune=[("eval.json", "top1_finetune")], top1_linear=[("eval.json", "linear_probe")], gmacs=[("eval.json", "gmacs")],
-                      memory_gb_per_gpu=[("eval.json", "peak_mem_mb")],
-                      minutes_per_epoch=[("eval.json", "images_per_s"), ("summary.json", "steps"), ("summary.json", "epochs")])
+                      minutes_per_epoch=[("eval.json", "images_per_s"), ("summary.json", "steps"), ("summary.json", "epochs")],
+                      **{m: [("eval.json", "peak_mem_mb")] for m in MEMORY_METRIC.values()})
+ROW_COLUMNS = ["table", "row", "variant", "metric", "paper", "ours", "ours_metric", "state", "detail", "todo", "run_id", "invalid_cells"]
 
 def _raw(v) -> str:
     "How a non-finite number is written: NaN, inf, -inf."
@@ -254,8 +270,14 @@ def _mark(df: pd.DataFrame, i, col: str, raw: str = ""):
     df.at[i, col] = np.nan
     df.at[i, "invalid_cells"] = ", ".join(x for x in (df.at[i, "invalid_cells"], f"{col}={raw}" if raw else col) if x)
 
-def report_table(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | None = None) -> pd.DataFrame:
-    "Paper vs ours for every cell of experiment `exp`; a non-finite number is NaN, named in `invalid_cells`."
+def _ours(got: dict, metric: str) -> tuple:
+    "`(value, what it measures)`: the paper's metric when the run has it, else its stand-in (`STAND_INS`), else `(NaN, metric)`."
+    for m in (metric, *STAND_INS.get(metric, ())):
+        if m in got: return got[m], m
+    return np.nan, metric
+
+def table_rows(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    "One row per paper cell of experiment `exp`: `paper`, `ours` (`ours_metric`: what it measures), the run's state, detail and todo."
     exp = get_experiment(exp)
     cells = paper_cells() if cells is None else cells
     cells = cells[(cells.experiment == exp.name)]
@@ -264,10 +286,8 @@ def report_table(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | 
     rows, invalid = [], []
     for c in cells.itertuples():
         r = runs.loc[c.variant]
-        got = run_metrics(r.result, r.summary, r.batch_size)
-        ours, used = got.get(c.metric, np.nan), c.metric
-        if c.metric not in got and c.metric == "top1_finetune" and "top1_linear" in got:   # tiny scale: the linear probe stands in
-            ours, used = got["top1_linear"], "top1_linear"
+        got = run_metrics(r.result, r.summary, r.batch_size, r.device)
+        ours, used = _ours(got, c.metric)
         detail, bad = r.detail, used in got and not np.isfinite(ours)
         if bad:
             invalid.append((len(rows), _raw(ours)))
@@ -276,20 +296,61 @@ def report_table(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | 
             todo = f"not measured by this experiment ({r.evaluate})" if r.state == "done" else cmd
         else: todo = "" if r.state == "done" else cmd
         rows.append(dict(table=c.table, row=c.row, variant=c.variant, metric=c.metric, paper=c.value, ours=ours, ours_metric=used,
-                         diff=ours - c.value, state=r.state, detail=detail, todo=todo, run_id=r.run_id, invalid_cells=""))
-    df = pd.DataFrame(rows)
-    for i, raw in invalid: _mark(df, i, "ours", raw); _mark(df, i, "diff")
+                         state=r.state, detail=detail, todo=todo, run_id=r.run_id, invalid_cells=""))
+    df = pd.DataFrame(rows, columns=ROW_COLUMNS).astype(dict(paper=float, ours=float))
+    for i, raw in invalid: _mark(df, i, "ours", raw)
+    return df
+
+def comparable(metric: str, ours_metric: str, scale: str) -> bool:
+    "Whether `ours - paper` compares like quantities: the paper's own metric, measured at the paper's scale."
+    return scale == "paper" and metric == ours_metric
+
+def _ranks(df: pd.DataFrame, col: str) -> pd.Series:
+    "Rank of `col` within each (metric, ours_metric), 1 = best (`LOWER_IS_BETTER`), over the rows with both numbers finite (2 or more)."
+    out = pd.Series(pd.NA, index=df.index, dtype="Int64")
+    both = np.isfinite(df.paper.astype(float)) & np.isfinite(df.ours.astype(float))
+    for (m, _), g in df[both].groupby(["metric", "ours_metric"]):
+        if len(g) > 1: out[g.index] = g[col].rank(ascending=m in LOWER_IS_BETTER, method="min").astype(int)
+    return out
+
+def compare(df: pd.DataFrame, scale: str = "tiny") -> pd.DataFrame:
+    "`table_rows` plus `diff` (where `comparable`), `paper_rank` and `ours_rank`, and for `RATIO_METRICS` the ratios to the SMR row."
+    df = df.copy()
+    like = np.array([comparable(m, u, scale) for m, u in zip(df.metric, df.ours_metric)], dtype=bool)
+    at = df.columns.get_loc("ours_metric") + 1
+    df.insert(at, "diff", np.where(like, df.ours - df.paper, np.nan))
+    df.insert(at + 1, "paper_rank", _ranks(df, "paper")); df.insert(at + 2, "ours_rank", _ranks(df, "ours"))
+    for k, i in enumerate(df.index):
+        if "ours=" in df.at[i, "invalid_cells"]:      # a difference or rank of an invalid value is invalid
+            if like[k]: _mark(df, i, "diff")
+            _mark(df, i, "ours_rank")
     for m in RATIO_METRICS:
         sel = df.metric == m
         if not sel.any() or "smr" not in set(df.variant[sel]): continue
         base = df[sel & (df.variant == "smr")].iloc[0]
         df.loc[sel, "paper_vs_smr"] = df.paper[sel] / base.paper
-        df.loc[sel, "ours_vs_smr"] = df.ours[sel] / base.ours
+        df.loc[sel, "ours_vs_smr"] = (df.ours[sel] / base.ours).where(df.ours_metric[sel] == base.ours_metric)   # like quantities only
         for i in df.index[sel]:                       # a ratio of or against an invalid value, or by zero, is invalid
             for col in ("paper_vs_smr", "ours_vs_smr"):
                 against = col == "ours_vs_smr" and ("ours=" in base.invalid_cells or "ours=" in df.at[i, "invalid_cells"])
                 if against or np.isinf(df.at[i, col]): _mark(df, i, col)
     return df
+
+def report_table(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    "Paper vs ours for every cell of experiment `exp`: `compare(table_rows(...))`; a non-finite number is NaN, named in `invalid_cells`."
+    return compare(table_rows(exp, runs_dir, scale, cells), scale)
+
+def rank_corr(df: pd.DataFrame) -> float:
+    "Spearman's correlation of the paper's and our numbers over the rows with both (NaN below 3 rows, or across metrics)."
+    both = df[np.isfinite(df.paper.astype(float)) & np.isfinite(df.ours.astype(float))]   # invalid values are NaN: left out
+    if len(both) < 3 or both.metric.nunique() != 1 or both.ours_metric.nunique() != 1: return np.nan
+    return both.paper.rank().corr(both.ours.rank())
+
+def display_columns(df: pd.DataFrame, scale: str = "tiny") -> list:
+    "The columns the report shows of a `report_table`: `diff` at the paper's scale only (at tiny scale no difference compares like quantities)."
+    cols = ["row", "variant", "metric", "paper", "ours", "ours_metric"]
+    if scale == "paper" or df["diff"].notna().any(): cols.append("diff")
+    return cols + ["paper_rank", "ours_rank"] + [c for c in ("paper_vs_smr", "ours_vs_smr") if c in df] + ["state", "todo", "detail", "invalid_cells"]
 
 # %% ../nbs/15_report.ipynb #c025
 def compactness_frame(runs_dir, scale: str = "tiny", exp: str = "smr_fig2") -> pd.DataFrame:
@@ -319,6 +380,7 @@ def n_invalid(df: pd.DataFrame) -> int:
 
 # %% ../nbs/15_report.ipynb #c028
 DASH = "—"
+SIG_DIGITS = 3
 
 def _marks(s) -> list:
     "`'ours=NaN, diff'` -> `[('ours', 'NaN (invalid)'), ('diff', 'invalid')]`."
@@ -326,21 +388,31 @@ def _marks(s) -> list:
     return [(c, f"{raw} (invalid)" if raw else "invalid") for c, _, raw in (m.strip().partition("=") for m in s.split(",") if m.strip())]
 
 def _num(v, digits: int) -> str:
+    "`v` with `digits` decimals, more when it needs them for `SIG_DIGITS` significant digits."
     if pd.isna(v): return DASH
-    return f"{_raw(v)} (invalid)" if np.isinf(v) else f"{v:.{digits}f}"
+    if np.isinf(v): return f"{_raw(v)} (invalid)"
+    d = digits if v == 0 else max(digits, SIG_DIGITS - 1 - int(np.floor(np.log10(abs(v)))))
+    return f"{v:.{d}f}"
+
+def _missing(v) -> bool: return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
 
 def fmt_table(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    "Rounded numbers, missing values as an em dash, invalid ones (named in `invalid_cells`, or infinite) as invalid."
+    "Numbers rounded (`_num`), missing values as an em dash, invalid ones (named in `invalid_cells`, or infinite) as invalid."
     out = df.copy()
     for c in out.columns:
-        if pd.api.types.is_float_dtype(out[c]): out[c] = out[c].map(lambda v: _num(v, digits))
-        else: out[c] = out[c].map(lambda v: DASH if v is None or (isinstance(v, float) and np.isnan(v)) else v)
+        if pd.api.types.is_float_dtype(out[c]): out[c] = out[c].map(lambda v: _num(v, digits)).astype(object)
+        else: out[c] = out[c].astype(object).map(lambda v: DASH if _missing(v) else v)   # object first: Int64 ranks stay integers
     if "invalid_cells" in out:
         for i, s in enumerate(df["invalid_cells"]):
             for c, text in _marks(s):
-                if c in out: out[c] = out[c].astype(object); out.iat[i, out.columns.get_loc(c)] = text
+                if c in out: out.iat[i, out.columns.get_loc(c)] = text
         out = out.drop(columns="invalid_cells")
     return out
+
+def html_table(df: pd.DataFrame, digits: int = 2) -> str:
+    "`fmt_table(df)` as HTML: every row and every cell in full, no index column."
+    if not len(df.columns): return "<p>(no rows)</p>"
+    return fmt_table(df, digits).to_html(index=False, border=0, escape=True)
 
 def save_table(df: pd.DataFrame, out_dir, name: str, digits: int = 2) -> Path:
     "Write `out_dir/name.csv` and `out_dir/name.md`; returns the Markdown path."
@@ -388,12 +460,23 @@ def merging_source(runs_dir, scale: str = "tiny", prefer=(("smr_ablation_4e", "t
             return load_encoder(cfg), f"{exp}/{r.run_id} (pre-trained)", cfg
     return None, "no finished SMR run with a checkpoint: random weights", None
 
+def merging_settings(enc, counts=(10, 20, 30, 40), mid: int = 25, blocks: int = 4, paper_patches: int = 196) -> dict:
+    "Figure name -> (settings, title) for encoder `enc`: the paper's counts scaled to its patches, capped at what it can run (`max_count`)."
+    from smrnb.vis import schedule_settings, compressor_settings, max_count
+    P, n, cls = enc.patch_embed.num_patches, enc.num_tokens, enc.cfg.class_token
+    ks = [scale_count(k, P / paper_patches) for k in counts]
+    comps = ("tm", "td", "itf", "rd")
+    k4 = min([scale_count(mid, P / paper_patches)] + [m for c in comps if (m := max_count(n, c, blocks, cls))])
+    return {"fig3_tm": (schedule_settings("tm", ks, blocks, n_tokens=n, class_token=cls), "Figure 3: TM"),
+            "fig4_compressors": (compressor_settings(f"{k4}x{blocks}", comps), "Figure 4: compressors"),
+            "fig5_td": (schedule_settings("td", ks, blocks, n_tokens=n, class_token=cls), "Figure 5: TD")}
+
 def merging_figures(runs_dir, out_dir, scale: str = "tiny", n_images: int = 4) -> list:
     "Write fig3_tm.png, fig4_compressors.png, fig5_td.png; returns the paths."
     import matplotlib.pyplot as plt
     from smrnb.models import create_encoder
     from smrnb.data import ManifestDataset, toy_image
-    from smrnb.vis import merging_figure, schedule_settings, compressor_settings
+    from smrnb.vis import merging_figure
     enc, label, cfg = merging_source(runs_dir, scale)
     if enc is None: torch.manual_seed(0); enc = create_encoder("test", img_size=32)
     size = enc.patch_embed.img_size[0]
@@ -404,13 +487,9 @@ def merging_figures(runs_dir, out_dir, scale: str = "tiny", n_images: int = 4) -
     except (AttributeError, FileNotFoundError, ValueError):   # no run, or its dataset is not here: draw toy images
         ims = {f"toy {c}": np.asarray(toy_image(c, np.random.default_rng([0, 1, c, 0]), 64).resize((size, size))) for c in range(n_images)}
     P = enc.patch_embed.num_patches
-    ks = [scale_count(k, P / 196) for k in (10, 20, 30, 40)]
-    mid = scale_count(25, P / 196)
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, settings, title in (("fig3_tm", schedule_settings("tm", ks), "Figure 3: TM"),
-                                  ("fig4_compressors", compressor_settings(f"{mid}x4"), "Figure 4: compressors"),
-                                  ("fig5_td", schedule_settings("td", ks), "Figure 5: TD")):
+    for name, (settings, title) in merging_settings(enc).items():
         p = out_dir / f"{name}.png"
         merging_figure(enc, ims, settings, title=f"{title} ({P} patches; {label})", path=p); paths.append(p)
     return paths

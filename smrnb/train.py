@@ -48,6 +48,7 @@ class TrainConfig(PretrainConfig):
     device: str = "auto"
     compile: bool = False                # torch.compile the model (the same run: not part of its id, may change on resume)
     grad_checkpointing: bool = False     # recompute the encoder's blocks in backward: less activation memory, same result
+    fsdp: bool = False                   # shard params, grads and optimizer states over the processes (FSDP2; smrnb.scale): same result
 
     def to_dict(self) -> dict: return json.loads(json.dumps(asdict(self)))
 
@@ -238,7 +239,7 @@ def _set_rng_state(s):
     if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
 # %% ../nbs/10_train.ipynb #c020
-RESUMABLE_KEYS = {"epochs", "max_steps", "log_every", "ckpt_every", "num_workers", "device", "run_dir", "on_bad_image", "compile", "grad_checkpointing"}
+RESUMABLE_KEYS = {"epochs", "max_steps", "log_every", "ckpt_every", "num_workers", "device", "run_dir", "on_bad_image", "compile", "grad_checkpointing", "fsdp"}
 AMENDABLE_KEYS = {"lr", "blr", "min_lr", "clip_grad", "warmup_epochs"}   # changeable on an explicit `amend` (a diverged run)
 
 class RunLocked(RuntimeError):
@@ -414,6 +415,7 @@ def train(cfg: TrainConfig | dict, crash_at_step: int | None = None, progress: b
     cfg = (cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)).check()
     if pause_at_step is None and os.environ.get("SMRNB_PAUSE_AT_STEP"): pause_at_step = int(os.environ["SMRNB_PAUSE_AT_STEP"])
     rank, world, dev = setup_distributed(cfg.device)
+    if cfg.fsdp: from smrnb.scale import check_fsdp; check_fsdp(cfg, world, dev)   # before the run directory is touched
     run = RunDir(cfg.run_dir)
     if run.done:
         if rank == 0: print(f"{run.path} is done; nothing to do (delete its 'done' file to train more)")
@@ -451,19 +453,22 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
     steps_per_epoch = len(ds) // cfg.batch_size
     if steps_per_epoch == 0: raise ValueError(f"the dataset has {len(ds)} images, fewer than one batch of {cfg.batch_size}: lower batch_size")
     total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
-    model = Pretrainer(cfg).to(dev)
+    model = Pretrainer(cfg)
     if cfg.grad_checkpointing: model.encoder.set_grad_checkpointing(True)
+    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and dev.type == "cuda")
+    if cfg.fsdp: from smrnb import scale; scale.shard_model(model, use_bf16, dev)   # onto the device block by block; before the optimizer
+    else: model = model.to(dev)
     opt = build_optimizer(model, cfg)
     if ck is not None:
-        load_model_state(model, ck["model"]); opt.load_state_dict(ck["optimizer"])
+        if cfg.fsdp: scale.load_full_state(model, opt, ck["model"], ck["optimizer"])
+        else: load_model_state(model, ck["model"]); opt.load_state_dict(ck["optimizer"])
         _set_rng_state(ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0])
         if rank == 0: print(f"resuming {run.path} from step {step}" + ("" if ck_path == run.ckpt else f" ({ck_path.name})"))
     else:
         torch.manual_seed(cfg.seed + rank); np.random.seed(cfg.seed + rank); random.seed(cfg.seed + rank)
     del ck
-    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 and not cfg.fsdp else model
     if cfg.compile: ddp = torch.compile(ddp)
-    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and dev.type == "cuda")
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
     bar = None
     if show:
@@ -491,9 +496,10 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
         rngs = [None] * world
         if world > 1: dist.all_gather_object(rngs, rng)
         else: rngs = [rng]
+        full = scale.full_state(model, opt) if cfg.fsdp else None      # FSDP: a collective; rank 0 gets the full tensors
         if rank == 0:
-            atomic_save(dict(model=model_state(model), optimizer=opt.state_dict(), step=at, config=cfg.to_dict(), rng=rngs),
-                        run.ckpt, keep_prev=run.prev_ckpt)
+            ms, osd = full or (model_state(model), opt.state_dict())
+            atomic_save(dict(model=ms, optimizer=osd, step=at, config=cfg.to_dict(), rng=rngs), run.ckpt, keep_prev=run.prev_ckpt)
 
     from smrnb.data import normalize_batch
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -541,7 +547,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
     if bar is not None: bar.close()
     check()
     if saved_step != total:                              # the final state: no next forward to test it, so test its weights
-        finite = torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
+        finite = torch.stack([getattr(p, "to_local", p.detach)().detach().isfinite().all() for p in model.parameters()]).all()   # FSDP: this process's shards
         if world > 1: finite = finite.float(); dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if not bool(finite): raise FloatingPointError(f"the weights are not finite after the last step ({total}): not saved; {run.ckpt} (step {saved_step}) is the last good state")
         save(total, _rng_state())

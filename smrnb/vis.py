@@ -12,7 +12,7 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'sample_path', 'load_image', 'sample_images', 'to_batch', 'patch_groups',
-           'paint_groups', 'groups_for', 'merging_figure', 'schedule_settings', 'compressor_settings']
+           'paint_groups', 'groups_for', 'merging_figure', 'max_count', 'schedule_settings', 'compressor_settings']
 
 # %% ../nbs/03_vis.ipynb #c006
 _SAMPLES = {  # name -> (package, path inside the package)
@@ -133,9 +133,27 @@ def merging_figure(encoder, images: dict, settings: list, title: str = "", mode:
     return fig
 
 # %% ../nbs/03_vis.ipynb #c020
-def schedule_settings(compressor: str = "tm", counts=(10, 20, 30, 40), blocks: int = 4) -> list:
-    "Figure 3/5 columns: `Kx4` for each K."
-    return [(f"{compressor} {k}x{blocks}", f"{k}x{blocks}", compressor) for k in counts]
+def max_count(n_tokens: int, compressor: str = "tm", blocks: int = 4, class_token: bool = True) -> int:
+    "The largest K for which `Kx{blocks}` is possible for `compressor` on `n_tokens` tokens (`smrnb.models.token_counts`); 0 when none is."
+    from smrnb.models import token_counts
+    k = 0
+    while k + 1 < n_tokens:
+        try: token_counts([k + 1] * blocks, n_tokens, compressor, class_token)
+        except ValueError: break
+        k += 1
+    return k
+
+def schedule_settings(compressor: str = "tm", counts=(10, 20, 30, 40), blocks: int = 4, n_tokens: int | None = None,
+                      class_token: bool = True) -> list:
+    """Figure 3/5 columns: `Kx{blocks}` for each K. Given the encoder's `n_tokens`, a K beyond `max_count` is lowered to it
+    (its title says so) and repeats are dropped; with no possible K the counts are kept (their panels say why)."""
+    cap = max_count(n_tokens, compressor, blocks, class_token) if n_tokens is not None else None
+    out = []
+    for k in counts:
+        label = f"{compressor} {k}x{blocks}"
+        if cap and k > cap: k, label = cap, f"{compressor} {cap}x{blocks}\n(max; {k}x{blocks} impossible)"
+        if all(s[1] != f"{k}x{blocks}" for s in out): out.append((label, f"{k}x{blocks}", compressor))
+    return out
 
 def compressor_settings(schedule: str = "25x4", compressors=("tm", "td", "itf", "rd")) -> list:
     "Figure 4 columns: each compressor at one schedule."

@@ -1,12 +1,90 @@
 """The report end to end: papermill runs nbs/tables.ipynb with a real Jupyter kernel, nbconvert writes the HTML."""
-import json, subprocess, sys
+import html, json, re, subprocess, sys
+from html.parser import HTMLParser
 from pathlib import Path
+import numpy as np
 import pytest
-from smrnb.report import build_report, FIXTURE_RUNS, REPO
+from smrnb.experiments import EXPERIMENTS
+from smrnb.report import build_report, report_table, display_columns, _fake_run, FIXTURE_RUNS, REPO
 
 
-def test_report_on_fixture(tmp_path):
-    out = build_report(FIXTURE_RUNS, tmp_path / "report", tables="2,4e,4f,8,fig2,fig3-5")
+class Cells(HTMLParser):
+    "The text of every table cell of an HTML page, and how many header cells are inside table bodies (index columns)."
+    def __init__(self):
+        super().__init__(); self.cells, self.body_th, self._cell, self._body = [], 0, None, False
+    def handle_starttag(self, tag, attrs):
+        if tag == "tbody": self._body = True
+        if tag in ("td", "th"): self._cell = ""; self.body_th += tag == "th" and self._body
+    def handle_endtag(self, tag):
+        if tag == "tbody": self._body = False
+        if tag in ("td", "th") and self._cell is not None: self.cells.append(self._cell.strip()); self._cell = None
+    def handle_data(self, data):
+        if self._cell is not None: self._cell += data
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    "The whole report on the committed fixture, HTML included (built once for the tests that read it)."
+    return build_report(FIXTURE_RUNS, tmp_path_factory.mktemp("full") / "report")
+
+
+def test_html_has_no_stderr(full_report):
+    page = (full_report / "report.html").read_text()
+    assert 'data-mime-type="application/vnd.jupyter.stderr"' not in page          # no red box (e.g. tqdm's IProgress warning)
+    assert "TqdmWarning" not in page
+
+
+def test_html_tables_in_full(full_report):
+    page = (full_report / "report.html").read_text()
+    p = Cells(); p.feed(page)
+    assert len(p.cells) > 500 and p.body_th == 0                                   # every table, none with an index column
+    assert not [c for c in p.cells if c.endswith("...")]                           # nothing cut
+    cmds = {m.strip() for f in full_report.glob("*.md") for m in re.findall(r"python slurm/launch\.py [^|]*", f.read_text())}
+    assert len(cmds) >= 10 and all(c in p.cells or html.escape(c) in page for c in cmds), cmds - set(p.cells)   # every launch command, whole
+    for line in (full_report / "table_8_analytic.md").read_text().splitlines()[2:]:  # Table 8's conventions, whole
+        assert line.split("|")[1].strip() in p.cells
+    text = re.sub(r"<[^>]+>", " ", page[page.index("<main"):])
+    assert re.sub(r"\s+", " ", text).strip().endswith("every figure as PNG.")    # the page ends on a whole sentence
+    assert "must show every state" not in page
+
+
+def test_precision_and_memory_label(full_report):
+    t8 = (full_report / "table_8.md").read_text()
+    assert "0.0151" in t8 and "0.0111" in t8                                     # tiny GMACs: the ratio is visible (not 0.02 vs 0.01)
+    t1 = (full_report / "table_1.md").read_text()
+    assert "peak_mem_gb (device not recorded: process peak RSS on CPU, peak CUDA allocation on GPU)" in t1
+
+
+def test_no_diff_between_unlike_quantities(full_report, tmp_path):
+    for e in EXPERIMENTS.values():                                                 # tiny scale: a toy set, a tiny model, this machine
+        df = report_table(e.name, FIXTURE_RUNS, "tiny")
+        assert df["diff"].isna().all() and not df.invalid_cells.str.contains(r"\bdiff\b").any(), e.name
+        assert "diff" not in display_columns(df, "tiny")
+    for f in full_report.glob("table_*.md"):                                       # and none in the report's tables
+        assert not re.search(r"\|\s*diff\s*\|", f.read_text().splitlines()[0]), f.name
+    _fake_run(tmp_path, "smr_ablation_4e", "tm", "paper", eval=dict(evaluate="finetune", top1_finetune=0.853))
+    _fake_run(tmp_path, "smr_ablation_4e", "none", "paper", eval=dict(evaluate="linear_probe", linear_probe=0.7))
+    _fake_run(tmp_path, "smr_table1", "smr", "paper", eval=dict(evaluate="complexity", gmacs=12.8, images_per_s=1000, peak_mem_mb=14000),
+              summary=dict(steps=10, epochs=0.01))
+    df = report_table("smr_ablation_4e", tmp_path, "paper").set_index("variant")
+    assert abs(df.loc["tm", "diff"] - (85.3 - 85.4)) < 1e-9                       # paper scale, the paper's metric: a difference
+    assert np.isnan(df.loc["none", "diff"]) and df.loc["none", "ours_metric"] == "top1_linear"   # a linear probe is not a fine-tune
+    t1 = report_table("smr_table1", tmp_path, "paper").set_index(["variant", "metric"])
+    assert np.isnan(t1.loc[("smr", "memory_gb_per_gpu"), "diff"])                 # device not recorded: not the paper's quantity
+    for (v, m), r in t1.iterrows():
+        assert np.isnan(r["diff"]) or m == r.ours_metric
+
+
+def test_ranks_and_ratios_on_fixture():
+    t4e = report_table("smr_ablation_4e", FIXTURE_RUNS).set_index("variant")
+    assert t4e.loc[["tm", "itf", "none"], "paper_rank"].tolist() == [1, 2, 3]     # ranked over the rows that have both numbers
+    assert t4e.loc[["td", "rd"], "ours_rank"].isna().all()
+    t8 = report_table("smr_table8", FIXTURE_RUNS).set_index("variant")
+    assert abs(t8.loc["sd", "paper_vs_smr"] - 17.6 / 12.8) < 1e-9 and 1.3 < t8.loc["sd", "ours_vs_smr"] < 1.4
+
+
+def test_report_on_fixture(full_report):
+    out = full_report
     nb = json.loads((out / "tables.ipynb").read_text())
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])      # papermill's parameters
     html = (out / "report.html").read_text()

@@ -37,7 +37,7 @@ def test_nan_value_is_shown_invalid_and_not_used(tmp_path):
     (run_dir(runs, "smr_ablation_4f", "k15x4") / "eval.json").write_text('{"evaluate": "linear_probe", "linear_probe": NaN, "knn": 0.1}')
     df = report_table("smr_ablation_4f", runs)
     assert shown(df, "k15x4", "ours") == "NaN (invalid)"
-    assert shown(df, "k15x4", "diff") == "invalid"
+    assert shown(df, "k15x4", "ours_rank") == "invalid" and shown(df, "k15x4", "diff") == "—"   # tiny scale: no diff at all
     assert "not measured" not in shown(df, "k15x4", "todo")
     assert "linear_probe" in shown(df, "k15x4", "detail") and "NaN" in shown(df, "k15x4", "detail")
     assert shown(df, "k20x4", "ours") == "17.00"                                     # the other rows are untouched
@@ -53,8 +53,9 @@ def test_inf_gmacs_makes_ratios_invalid_not_zero(tmp_path):
     assert shown(df, "smr", "ours") == "inf (invalid)"
     assert shown(df, "sd", "ours_vs_smr") == "invalid"                                # SD / inf is not a ratio of 0.00
     assert shown(df, "smr", "ours_vs_smr") == "invalid"
-    assert shown(df, "sd", "ours") == "0.02" and shown(df, "sd", "paper_vs_smr") == "1.38"
+    assert shown(df, "sd", "ours") == "0.0151" and shown(df, "sd", "paper_vs_smr") == "1.38"
     assert not np.isinf(df[["ours", "diff", "ours_vs_smr"]].to_numpy(dtype=float)).any()   # nothing infinite is left to compute with
+    assert shown(df, "smr", "ours_rank") == "invalid" and shown(df, "sd", "ours_rank") == "—"
     assert (df.ours_vs_smr.fillna(-1) != 0).all()
 
 
