@@ -13,11 +13,12 @@ import torch.nn.functional as F
 import open_clip
 from open_clip.transformer import VisionTransformer as ClipVisionTransformer
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from .data import file_sha256
 
 # %% auto #0
 __all__ = ['CLIP_DIR_ENV', 'TARGETS', 'Target', 'patchify', 'unpatchify', 'pixel_target', 'PixelTarget', 'renormalize',
            'default_clip_checkpoint', 'ClipTarget', 'clip_target', 'convert_openai_checkpoint', 'cosine_momentum',
-           'EMATeacher', 'file_sha256', 'FrozenTeacher', 'make_target']
+           'EMATeacher', 'FrozenTeacher', 'make_target']
 
 # %% ../nbs/07_targets.ipynb #c006
 class Target(nn.Module):
@@ -263,14 +264,6 @@ class EMATeacher(Target):
         return F.layer_norm(x, x.shape[-1:]) if self.whiten else x
 
 # %% ../nbs/07_targets.ipynb #c051b
-def file_sha256(path) -> str:
-    "SHA-256 of a file's bytes (hex)."
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
 class FrozenTeacher(Target):
     "A frozen smrnb encoder from a teacher file: whitened last-layer patch tokens `(B, L, width)` at the teacher's input size."
     def __init__(self, checkpoint, sha256: str | None = None, whiten: bool = True, build_hint: str = "python -m smrnb.teacher"):

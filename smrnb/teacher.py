@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.script import call_parse
-from .data import make_toy_dataset, ManifestDataset, finetune_transform, make_loader
+from .data import file_sha256, make_toy_dataset, ManifestDataset, finetune_transform, make_loader
 from .models import create_encoder
-from .targets import file_sha256, FrozenTeacher
+from .targets import FrozenTeacher
 from .train import atomic_save
 
 # %% auto #0

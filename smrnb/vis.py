@@ -9,6 +9,7 @@ import importlib.util
 import numpy as np
 import torch
 from PIL import Image
+from .compress import owner_from_source
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'sample_path', 'load_image', 'sample_images', 'to_batch', 'patch_groups',
@@ -57,11 +58,9 @@ def to_batch(images, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
 # %% ../nbs/03_vis.ipynb #c012
 def patch_groups(source: torch.Tensor, grid: tuple, class_token: bool = True) -> np.ndarray:
     "Group id per patch (`-1`: dropped) from one image's `source (N', P)`, shaped as the patch grid."
-    src = source[:, int(class_token):].float()
-    if src.shape[1] != grid[0] * grid[1]: raise ValueError(f"source covers {src.shape[1]} patches, grid {grid} has {grid[0] * grid[1]}")
-    owner = src.argmax(0)
-    owner[src.sum(0) == 0] = -1
-    return owner.view(*grid).cpu().numpy()
+    P = source.shape[1] - int(class_token)
+    if P != grid[0] * grid[1]: raise ValueError(f"source covers {P} patches, grid {grid} has {grid[0] * grid[1]}")
+    return owner_from_source(source[None])[0, int(class_token):].view(*grid).cpu().numpy()
 
 # %% ../nbs/03_vis.ipynb #c015
 def paint_groups(image: np.ndarray, groups: np.ndarray, mode: str = "mean", border: bool = True, seed: int = 0) -> np.ndarray:
