@@ -11,7 +11,7 @@ from .models import resolve_arch, parse_schedule, token_counts
 
 # %% auto #0
 __all__ = ['ViTShape', 'block_table', 'Cost', 'encoder_cost', 'decoder_cost', 'measured_flops', 'measured_activation_bytes',
-           'table8', 'complexity_table']
+           'table8', 'pretrain_cost', 'measured_pretrain_flops', 'complexity_table']
 
 # %% ../nbs/04_complexity.ipynb #c006
 @dataclass
@@ -58,11 +58,11 @@ def _compress_cost(method, n, r, s: ViTShape):
     return 0, n * D   # rd, ms: the gather keeps its input
 
 def block_table(shape: ViTShape, schedule=None, compressor: str = "tm", placement: str = "mlp",
-                prop_attn: bool = True) -> pd.DataFrame:
-    "Per-block token counts, MACs and saved activation elements (per image) of an encoder."
+                prop_attn: bool = True, n_tokens: int | None = None) -> pd.DataFrame:
+    "Per-block token counts, MACs and saved activation elements (per image) of an encoder; `n_tokens` enter block 1 (default: all)."
     s = shape
     sched = parse_schedule(schedule, s.depth)
-    counts = token_counts(sched, s.num_tokens, compressor, s.class_token)
+    counts = token_counts(sched, n_tokens or s.num_tokens, compressor, s.class_token)
     D, H, hidden = s.embed_dim, s.num_heads, int(s.embed_dim * s.mlp_ratio)
     rows, sized = [], False
     for l, r in enumerate(sched):
@@ -95,10 +95,11 @@ class Cost:
     def gflops(self) -> float: return self.flops / 1e9
 
 def encoder_cost(arch, schedule=None, compressor: str = "tm", placement: str = "mlp", img_size: int | None = None,
-                 prop_attn: bool = True, bytes_per_elem: int = 4) -> Cost:
-    "Analytic cost of an encoder (a preset name, a `ViTShape` or a built model) per image."
+                 prop_attn: bool = True, bytes_per_elem: int = 4, n_tokens: int | None = None) -> Cost:
+    """Analytic cost of an encoder (a preset name, a `ViTShape` or a built model) per image. `n_tokens`: the tokens entering
+    the first block (default: every patch and the class token; fewer when MIM drops the masked patches after the patch embedding)."""
     s = arch if isinstance(arch, ViTShape) else ViTShape.from_arch(arch, img_size) if isinstance(arch, str) else ViTShape.from_model(arch)
-    bt = block_table(s, schedule, compressor, placement, prop_attn)
+    bt = block_table(s, schedule, compressor, placement, prop_attn, n_tokens)
     embed = s.num_patches * s.in_chans * s.patch_size ** 2 * s.embed_dim
     n_final = int(bt.tokens_out.iloc[-1])
     mem = s.in_chans * s.img_size ** 2 + bt.act_elems.sum() + n_final * (s.embed_dim + 2)
@@ -158,6 +159,37 @@ def table8(arch: str = "ViT-B", schedule: str = "25x4", published=(17.6, 12.8), 
     df = pd.DataFrame(rows)
     df["abs_err"] = df.err_baseline.abs() + df.err_smr.abs()
     return df.sort_values("abs_err").reset_index(drop=True)
+
+# %% ../nbs/04_complexity.ipynb #c021b
+def pretrain_cost(model) -> dict:
+    """Per-image GMACs of a pre-training model (`smrnb.pretrain.Pretrainer`) as the paper's Table 8 counts them: the student's
+    forward, encoder (with its schedule; only the visible tokens when MIM drops the masked ones) plus decoder or head,
+    the target (teacher) excluded. Reads shapes only: the model may live on the meta device."""
+    enc, dec, c = model.encoder, model.decoder, model.cfg
+    p, P = enc.num_prefix_tokens, enc.patch_embed.num_patches
+    n_in = p + int(P * (1 - c.mask_ratio)) if c.input_mask == "drop" else p + P   # as `random_masking` keeps them
+    e = encoder_cost(enc, enc.schedule, enc.cfg.method, enc.cfg.placement, prop_attn=enc.cfg.prop_attn, n_tokens=n_in)
+    if dec.depth == 0:   # a linear head on every patch position
+        blocks, heads = 0.0, float(P * dec.head.in_features * dec.head.out_features)
+    else:
+        w = dec.embed.out_features
+        blocks = decoder_cost(int(dec.class_token) + P, w, dec.depth, mlp_ratio=dec.blocks[0].mlp.fc1.out_features / w)
+        heads = float(e.counts[-1] * dec.embed.in_features * w + P * w * dec.head.out_features)
+    return dict(encoder_gmacs=e.gmacs, decoder_gmacs=(blocks + heads) / 1e9, heads_gmacs=heads / 1e9,
+                gmacs=(e.macs + blocks + heads) / 1e9, encoder_tokens=e.counts)
+
+def measured_pretrain_flops(model, imgs, generator=None) -> dict:
+    """FLOPs (per batch) of `model(imgs)` counted by `FlopCounterMode`, split into `student` (everything but the target),
+    `decoder` (the `decoder` module) and `encoder` (the student less the decoder: masking and the loss have no matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        model(imgs, generator)
+    per = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
+    root = type(model).__name__
+    student = fc.get_total_flops() - per.get(f"{root}.target", 0)
+    dec = per.get(f"{root}.decoder", 0)
+    return dict(student=student, encoder=student - dec, decoder=dec, target=per.get(f"{root}.target", 0))
 
 # %% ../nbs/04_complexity.ipynb #c023
 def complexity_table(arch: str = "ViT-B", settings=(("full tokens", None), ("SMR 25x4", "25x4")),

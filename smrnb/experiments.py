@@ -4,20 +4,21 @@
 
 # %% ../nbs/13_experiments.ipynb #c003
 from __future__ import annotations
-import ast, difflib, hashlib, json, re
+import ast, difflib, hashlib, json, math, re
 from dataclasses import dataclass, field, fields
 import pandas as pd
-from .models import parse_schedule, token_counts, resolve_arch
+from typing import Union
+from .models import parse_schedule, token_counts, resolve_arch, spread_counts, fit_counts
 from .pretrain import METHOD_DEFAULTS
 from .train import TrainConfig
 from .tiny import tiny_config
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE',
-           'TINY_DEEP', 'TINY_CPU', 'EXPERIMENTS', 'RUN_ID_SKIP', 'TINY_EVALUATE', 'Variant', 'Experiment',
-           'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule', 'published',
-           'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments', 'parse_overrides',
-           'variant_config', 'run_id', 'run_configs', 'paper_numbers']
+           'TINY_ARCH', 'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_KW', 'EXPERIMENTS', 'RUN_ID_SKIP',
+           'TINY_EVALUATE', 'Variant', 'Experiment', 'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides',
+           'check_schedule', 'published', 'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments',
+           'parse_overrides', 'variant_config', 'run_id', 'run_configs', 'paper_numbers']
 
 # %% ../nbs/13_experiments.ipynb #c006
 EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "none")
@@ -69,30 +70,45 @@ PAPER_GPU = dict(nodes=1, gpus_per_node=8, timeout_min=4320, cpus_per_task=10, m
 TINY_DIVISOR = 50                      # tiny epochs = paper epochs / 50 (100 -> 2)
 SCALE_FREE = ("method", "schedule", "compressor", "placement", "prop_attn", "target", "input_mask", "mask_ratio",
               "norm_pix", "loss", "beta", "loss_on", "decoder_depth", "fill", "epochs", "seed")
+TINY_ARCH = "toy"                                  # 6 blocks: compresses in 1-2, four full blocks after (the paper: 4 + 8)
 TINY_DEEP = dict(arch="vit_tiny", img_size=128)   # 12 blocks, 8x8 = 64 patches
 TINY_CPU = dict(nodes=1, gpus_per_node=0, timeout_min=60, cpus_per_task=2, mem_gb=4)
+TOY_TEACHER_SHA256 = "9e86775db5c155f5880a1091950b631dfcc3c4b547159a251bd8d38430d83302"   # what `python -m smrnb.teacher` builds (measured here)
+TOY_TEACHER_KW = {"checkpoint": "data/teachers/toy-teacher-v1.pt", "sha256": TOY_TEACHER_SHA256}   # smrnb.teacher builds it
 
 def tiny_recipe() -> dict:
-    "The tiny-scale base: `tiny_config`'s recipe (what it changes from `TrainConfig`'s defaults), on `data/toy`."
+    "The tiny-scale base: `tiny_config`'s recipe (what it changes from `TrainConfig`'s defaults) with the `toy` student, on `data/toy`."
     d, ref = tiny_config("mae", "runs/tiny", "data/toy").to_dict(), TrainConfig().to_dict()
     skip = ("method", "run_dir", "decoder_depth", "epochs", "warmup_epochs", "target", "schedule")
-    return {"data_root": "data/toy", "manifest": None, **{k: v for k, v in d.items() if v != ref[k] and k not in skip}}
+    return {"data_root": "data/toy", "manifest": None, **{k: v for k, v in d.items() if v != ref[k] and k not in skip}, "arch": TINY_ARCH}
 
 # %% ../nbs/13_experiments.ipynb #c014
 def scale_count(k: int, ratio: float) -> int:
     "A token count scaled by `ratio` (`K * P_tiny / P_paper`), rounded half up, at least 1 when `k > 0`."
     return 0 if k == 0 else max(1, int(k * ratio + 0.5))
 
-def scale_schedule(spec, ratio: float = 64 / 196):
-    "The schedule `spec` with every token count scaled by `ratio`, in the same notation."
+def _notation(per: list, like) -> Union[str, list, None]:
+    "Per-block counts in the paper's notation (`KxN` when even from block 1, else `B1-B2-...:R1-R2-...`), or a list if `like` is one."
+    if isinstance(like, (list, tuple)): return per[:max([len(like)] + [b + 1 for b, r in enumerate(per) if r])]
+    nz = [(b + 1, r) for b, r in enumerate(per) if r]
+    if not nz: return None
+    if len({r for _, r in nz}) == 1 and [b for b, _ in nz] == list(range(1, len(nz) + 1)): return f"{nz[0][1]}x{len(nz)}"
+    return "-".join(str(b) for b, _ in nz) + ":" + "-".join(str(r) for _, r in nz)
+
+def scale_schedule(spec, ratio: float = 64 / 196, depth_from: int = 12, depth_to: int | None = None,
+                   n_tokens: int | None = None, method: str = "tm"):
+    "The schedule `spec` (for `depth_from` blocks) at another scale: blocks mapped, counts scaled with the total kept, fitted to `n_tokens`."
     if spec is None or spec == "default": return spec
-    if isinstance(spec, (list, tuple)): return [scale_count(int(k), ratio) for k in spec]
-    s = str(spec).replace(" ", "")
-    if m := re.fullmatch(r"(\d+)x(\d+)", s): return f"{scale_count(int(m[1]), ratio)}x{m[2]}"
-    if m := re.fullmatch(r"(\d+(?:-\d+)*):(\d+(?:-\d+)*)", s):
-        return m[1] + ":" + "-".join(str(scale_count(int(k), ratio)) for k in m[2].split("-"))
-    if s.lower() in ("", "none", "0"): return None
-    raise ValueError(f"bad schedule {spec!r}: use 'RxK' (e.g. '25x4'), 'B1-B2-...:R1-R2-...' or a per-block list")
+    if isinstance(spec, str) and spec.replace(" ", "").lower() in ("", "none", "0"): return None
+    per = parse_schedule(spec, depth_from)
+    depth_to = depth_to or depth_from
+    total = int(sum(per) * ratio + 0.5)
+    if total == 0: return None
+    out = [0] * depth_to
+    for b, r in zip(range(1, depth_from + 1), spread_counts(total, per)):
+        out[math.ceil(b * depth_to / depth_from) - 1] += r
+    if n_tokens is not None: out = fit_counts(out, n_tokens, method)
+    return _notation(out, spec)
 
 # %% ../nbs/13_experiments.ipynb #c017
 def _num_patches(arch: str, img_size: int) -> tuple[int, int]:
@@ -101,15 +117,17 @@ def _num_patches(arch: str, img_size: int) -> tuple[int, int]:
     if img_size % p: raise ValueError(f"img_size {img_size} is not divisible by {arch}'s patch size {p}")
     return a["depth"], (img_size // p) ** 2
 
-def tiny_overrides(paper: dict, ratio: float = 64 / 196) -> dict:
+def tiny_overrides(paper: dict, ratio: float = 64 / 196, depth_from: int = 12, depth_to: int | None = None,
+                   n_tokens: int | None = None) -> dict:
     "The tiny-scale overrides of a variant whose paper-scale choices are `paper` (the rules above)."
     d = {k: v for k, v in paper.items() if k in SCALE_FREE}
     method = d.get("method", "smr")
     if method not in METHOD_DEFAULTS: raise ValueError(f"unknown method {method!r}; valid options: {', '.join(METHOD_DEFAULTS)}")
     sched = d.get("schedule", "default")
     if sched == "default": sched = METHOD_DEFAULTS[method]["schedule"]
-    d["schedule"] = scale_schedule(sched, ratio)
-    if (d.get("target") or METHOD_DEFAULTS[method]["target"]) == "clip": d["target"] = "ema"
+    d["schedule"] = scale_schedule(sched, ratio, depth_from, depth_to, n_tokens, d.get("compressor", "tm"))
+    if (d.get("target") or METHOD_DEFAULTS[method]["target"]) == "clip":
+        d["target"], d["target_kw"] = "frozen", dict(TOY_TEACHER_KW)
     d["epochs"] = max(1, round(d.get("epochs", TrainConfig.epochs) / TINY_DIVISOR))
     d["warmup_epochs"] = max(1, d["epochs"] // 10)
     return d
@@ -133,7 +151,7 @@ def _smr(schedule="25x4", compressor="tm", target="clip", **kw) -> dict:
 
 _MAE = dict(method="mae")
 _MAE_AT = {"paper": dict(MAE_RECIPE), "tiny": {"decoder_depth": 2}}
-_EMA_NOTE = "tiny scale: the CLIP target is replaced by the EMA teacher (no CLIP weights offline)"
+_EMA_NOTE = "tiny scale: the CLIP target is replaced by the fixed toy teacher (smrnb.teacher; no CLIP weights offline)"
 
 def _exp(name, table, description, variants, paper=None, tiny=None, res=None, tiny_res=None, deep=False):
     "An experiment with the standard bases: ImageNet-1K + Table 5 at paper scale, the tiny recipe at tiny scale."
@@ -216,7 +234,8 @@ _T8 = [Variant("sd", dict(method="sd"), evaluate="complexity", paper=published("
        Variant("smr", _smr(), evaluate="complexity", paper=published("8", "SMR, ViT-B", 12.8, "gmacs"))]
 
 # %% ../nbs/13_experiments.ipynb #c029
-_TINY_NOTE = (" Tiny scale: toy set, tiny_config recipe, CLIP target -> EMA teacher, token counts x 64/196, epochs / 50.")
+_TINY_NOTE = (" Tiny scale: toy set, tiny_config recipe on the 6-block toy student, CLIP target -> the fixed toy teacher, "
+              "token totals x 64/196, epochs / 50.")
 EXPERIMENTS = {e.name: e for e in [
     _exp("smr_table2", "2", "ViT-B ImageNet-1K fine-tuning: SMR (CLIP-B 300/800, CLIP-L 300) vs MAE, FD-CLIP (sd), BEiT-v2-like (mim_sd)." + _TINY_NOTE,
          _T2, paper=dict(epochs=300)),
@@ -230,7 +249,8 @@ EXPERIMENTS = {e.name: e for e in [
          " 12-block vit_tiny at 128 px.", _T4G, deep=True),
     _exp("smr_ablation_4h", "4h", "Position: 25 tokens after each of 4 consecutive blocks starting at 1/3/5/7/9, 100 epochs." + _TINY_NOTE +
          " 12-block vit_tiny at 128 px.", _T4H, deep=True),
-    _exp("smr_ablation_7a", "7a", "Uneven counts over blocks 1-4 (100 tokens), 100 epochs." + _TINY_NOTE, _T7A),
+    _exp("smr_ablation_7a", "7a", "Uneven counts over blocks 1-4 (100 tokens), 100 epochs." + _TINY_NOTE +
+         " 12-block vit_tiny at 128 px.", _T7A, deep=True),
     _exp("smr_ablation_7b", "7b", "Compression spread over blocks 1-3-5-7 or 1-4-7-11 with even / decreasing / increasing counts, 100 epochs."
          + _TINY_NOTE + " 12-block vit_tiny at 128 px.", _T7B, deep=True),
     _exp("smr_ablation_7c", "7c", "More dropped tokens over more blocks: 25x4/25x5/25x6/30x5/20x5, 100 epochs." + _TINY_NOTE +
@@ -314,8 +334,9 @@ def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
         if (d.get("target") or METHOD_DEFAULTS.get(method, {}).get("target")) == "clip" and not d.get("target_kw"):
             d["target_kw"] = dict(CLIP_B)
     else:
-        ratio = _patches(exp.base["tiny"]) / _patches(exp.base["paper"])
-        d = {**exp.base["tiny"], **tiny_overrides({**exp.base["paper"], **v.config}, ratio)}
+        pb, tb = exp.base["paper"], exp.base["tiny"]
+        (dp, pp), (dt, pt) = (_num_patches(b.get("arch", TrainConfig.arch), b.get("img_size", TrainConfig.img_size)) for b in (pb, tb))
+        d = {**tb, **tiny_overrides({**pb, **v.config}, pt / pp, dp, dt, pt + 1)}
     return {**d, **v.at_scale.get(scale, {})}
 
 RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing", "fsdp")   # keys that do not change what a run computes: not part of its id

@@ -15,7 +15,7 @@ from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_j
 __all__ = ['DISTRIBUTED_EVALUATIONS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS', 'EVAL_KEYS', 'evaluate_run',
            'harden_slurm_requeue', 'RunJob', 'job_alive', 'run_state', 'executor_params', 'make_executor',
            'choose_cluster', 'act_memory', 'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_seeds',
-           'parse_eval_set', 'plan', 'job_lines', 'print_plan', 'launch', 'status']
+           'parse_eval_set', 'plan', 'job_lines', 'print_plan', 'eval_summary', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
 DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe")   # run on every process of the evaluation job
@@ -53,7 +53,8 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
     from smrnb.tiny import load_encoder
     from smrnb.data import finetune_transform
     from smrnb import evaluate as E
-    res = dict(evaluate=evaluate, eval_kw=dict(kw))
+    where = dev if dev is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    res = dict(evaluate=evaluate, eval_kw=dict(kw), device=where.type)
     val_tf = finetune_transform(cfg.img_size, is_training=False)
     if evaluate == "linear_probe":
         bs, epochs = kw.pop("batch_size", 128), kw.get("epochs", 100)
@@ -78,13 +79,17 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         _, va = _datasets(cfg, val_tf, val_tf)
         m = Pretrainer(cfg); load_model_state(m, load_checkpoint(run.ckpt)["model"])
         bs = kw.pop("batch_size", 128)
-        res.update(compactness=E.compactness(m, make_loader(va, bs, shuffle=False), device="cuda" if torch.cuda.is_available() else "cpu", **kw))
-    elif evaluate == "complexity":
-        from smrnb.complexity import encoder_cost
+        res.update(compactness=E.compactness(m, make_loader(va, bs, shuffle=False), device=where, **kw))
+    elif evaluate == "complexity":   # GMACs as the paper's Table 8 counts them: encoder + decoder/head, the teacher not counted
+        from smrnb.complexity import encoder_cost, pretrain_cost
+        from smrnb.pretrain import Pretrainer
         c = cfg.resolved()
         cost = encoder_cost(c.arch, c.schedule, c.compressor, c.placement, c.img_size)
+        pc = pretrain_cost(Pretrainer(c))   # shapes only (fresh weights); the target is built to learn its feature width
         rows = [json.loads(l) for l in (run.path / "metrics.jsonl").read_text().splitlines()]
-        res.update(gmacs=cost.gmacs, act_mib_per_image=cost.act_bytes / 2**20,
+        res.update(gmacs=pc["gmacs"], encoder_gmacs=pc["encoder_gmacs"], decoder_gmacs=pc["decoder_gmacs"],
+                   gmacs_convention="student forward: encoder + decoder/head, teacher excluded (the paper's Table 8)",
+                   act_mib_per_image=cost.act_bytes / 2**20,
                    images_per_s=sum(r["images_per_s"] for r in rows[1:] or rows) / len(rows[1:] or rows),
                    peak_mem_mb=max(r["peak_mem_mb"] for r in rows))
     elif evaluate != "none":
@@ -506,6 +511,12 @@ def _failure(e: Exception, r: dict) -> str:
     lines = [l for l in str(e).splitlines() if l.strip()]
     return lines[-1] if lines else type(e).__name__
 
+def eval_summary(res: dict) -> dict:
+    "An evaluation's numbers for the launcher's log line: its scalars, and each compactness loss as `task@fraction`."
+    out = {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out.update({f"{r['task']}@{r['fraction']:g}": round(r["loss"], 5) for r in res.get("compactness") or []})
+    return out
+
 def _launch_info(cluster: str, root: Path, **jobs) -> dict:
     info = {k: getattr(j, "job_id", None) for k, j in jobs.items()}
     if cluster == "local": info.update({f"{k}_start": _proc_start(v) for k, v in info.items() if v is not None})
@@ -585,7 +596,7 @@ def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overr
                         atomic_write_text(Path(r["config"]["run_dir"]) / "launch.json", json.dumps(info))
                         res, why = finish(r, e, r["evaluate"])
                         if why is not None: continue
-                        summary = {k: v for k, v in res.items() if isinstance(v, (int, float))}
+                        summary = eval_summary(res)
                         print(f"{r['run_id']}: {r['evaluate']} {json.dumps(summary)}", file=file, flush=True)
                     submitted.append(dict(run_id=r["run_id"], **info))
         except KeyboardInterrupt:

@@ -17,12 +17,15 @@ from .train import TrainConfig
 
 # %% auto #0
 __all__ = ['PAPER_CSV', 'NUMBER_KEYS', 'RUN_FILES', 'FIXTURE_PLAN', 'MEMORY_METRIC', 'RATIO_METRICS', 'LOWER_IS_BETTER',
-           'STAND_INS', 'METRIC_SOURCES', 'ROW_COLUMNS', 'DASH', 'SIG_DIGITS', 'REPORT_TABLES', 'TABLE_EXPERIMENTS',
-           'REPO', 'TABLES_NB', 'FIXTURE_RUNS', 'TINY_PAPER', 'paper_cells', 'registry_cells', 'check_paper_cells',
-           'launch_command', 'Unreadable', 'unreadable_file', 'run_device', 'run_rows', 'write_fixture', 'run_metrics',
-           'table_rows', 'comparable', 'compare', 'report_table', 'rank_corr', 'display_columns', 'compactness_frame',
-           'compactness_table', 'n_invalid', 'fmt_table', 'html_table', 'save_table', 'plot_compactness', 'plot_ratios',
-           'merging_source', 'merging_settings', 'merging_figures', 'parse_tables', 'build_report', 'main']
+           'STAND_INS', 'METRIC_SOURCES', 'ROW_COLUMNS', 'DERIVED', 'ALPHA', 'VERDICTS', 'CURVE_EXPERIMENTS', 'DASH',
+           'SIG_DIGITS', 'REPORT_TABLES', 'TABLE_EXPERIMENTS', 'REPO', 'TABLES_NB', 'FIXTURE_RUNS', 'TINY_SEEDS',
+           'TINY_PAPER', 'SEEDED', 'paper_cells', 'registry_cells', 'check_paper_cells', 'launch_command', 'Unreadable',
+           'unreadable_file', 'run_device', 'run_rows', 'write_fixture', 'run_metrics', 'table_rows', 'comparable',
+           'compare', 'report_table', 'rank_corr', 'display_columns', 'seed_table', 'paired_test', 'ordering_verdicts',
+           'verdict_line', 'compactness_frame', 'compactness_table', 'compactness_verdicts', 'n_invalid', 'loss_curves',
+           'loss_summary', 'plot_loss_curves', 'teacher_record', 'fmt_table', 'html_table', 'save_table',
+           'plot_compactness', 'plot_ratios', 'merging_source', 'merging_settings', 'merging_figures', 'parse_tables',
+           'build_report', 'keep_teacher', 'main']
 
 # %% ../nbs/15_report.ipynb #c006
 PAPER_CSV = Path(smrnb.__file__).parent / "paper_numbers.csv"
@@ -68,10 +71,11 @@ def check_paper_cells(cells: pd.DataFrame | None = None) -> list:
     return errs
 
 # %% ../nbs/15_report.ipynb #c012
-def launch_command(exp: str, scale: str) -> str:
-    "The command that runs what is missing of `exp` at `scale`."
+def launch_command(exp: str, scale: str, seeds=None) -> str:
+    "The command that runs what is missing of `exp` at `scale` (for each of `seeds`, when more than the configs' own seed)."
     where = "--cluster local" if scale == "tiny" else "--cluster slurm --partition <partition>"
-    return f"python slurm/launch.py --exp {exp} --scale {scale} {where}"
+    many = seeds is not None and list(seeds) != [TrainConfig.seed]
+    return f"python slurm/launch.py --exp {exp} --scale {scale} {where}" + (f" --seeds {','.join(map(str, seeds))}" if many else "")
 
 class Unreadable(ValueError):
     "A run file the report cannot use; the message is `<file name>: <why>`."
@@ -154,16 +158,22 @@ def run_device(ev: dict, summary: dict, config: dict) -> str | None:
         if isinstance(v, str) and v and v != "auto": return "cuda" if v.startswith("cuda") else v
     return None
 
-def run_rows(exp: str, runs_dir, scale: str = "tiny") -> pd.DataFrame:
-    "One row per variant of `exp`: run_id, run_dir, state, detail, current (config), result (eval.json), summary (dict), device."
+def _seed_of(p: Path):
+    "The seed in a run directory's config.json (None when unreadable: such a run is shown as `unreadable` for every seed)."
+    cfg = (_read_json(p / "config.json") or {}).get("config")
+    return cfg.get("seed", TrainConfig.seed) if isinstance(cfg, dict) else None
+
+def run_rows(exp: str, runs_dir, scale: str = "tiny", seed: int | None = None) -> pd.DataFrame:
+    """One row per variant of `exp` (at `seed`; None: the configs' own seed): seed, run_id, run_dir, state, detail, current
+    (config), result (eval.json), summary (dict), device. An `older config` is a run of the same variant and seed."""
     exp = get_experiment(exp); runs_dir = Path(runs_dir)
     rows = []
-    for r in run_configs(exp, scale, root=str(runs_dir)):
+    for r in run_configs(exp, scale, root=str(runs_dir), seeds=None if seed is None else [seed]):
         d, current = Path(r["config"]["run_dir"]), True
         state, detail = _state(d, r["evaluate"])
         if state == "not launched":
             older = [p for p in (runs_dir / scale / exp.name).glob(f"{r['variant']}-*")
-                     if p.is_dir() and p.name.rsplit("-", 1)[0] == r["variant"] and (p / "config.json").exists()]
+                     if p.is_dir() and p.name.rsplit("-", 1)[0] == r["variant"] and (p / "config.json").exists() and _seed_of(p) in (r["seed"], None)]
             if older:
                 d = max(older, key=lambda p: (p / "config.json").stat().st_mtime); current = False
                 st, det = _state(d, r["evaluate"])
@@ -174,7 +184,7 @@ def run_rows(exp: str, runs_dir, scale: str = "tiny") -> pd.DataFrame:
         ev, sm = ({}, {}) if state == "unreadable" else (_read_json(d / "eval.json") or {}, _read_json(d / "summary.json") or {})
         if bad := ev.get("_error") or sm.get("_error"): state, detail, ev, sm = "unreadable", f"unreadable: {bad}", {}, {}
         cfg = {} if state == "unreadable" else (_read_json(d / "config.json") or {}).get("config", {})
-        rows.append(dict(experiment=exp.name, variant=r["variant"], run_id=d.name, run_dir=str(d), state=state, detail=detail,
+        rows.append(dict(experiment=exp.name, variant=r["variant"], seed=r["seed"], run_id=d.name, run_dir=str(d), state=state, detail=detail,
                          current=current, evaluate=r["evaluate"], result=ev, summary=sm, batch_size=r["config"]["batch_size"],
                          device=run_device(ev, sm, cfg if isinstance(cfg, dict) else {})))
     return pd.DataFrame(rows)
@@ -187,7 +197,7 @@ def _fake_run(runs_dir, exp, variant, scale="tiny", eval=None, done=True, error=
     d = Path(r["config"]["run_dir"])
     if config_change:
         from smrnb.experiments import run_id
-        d = d.with_name(run_id(variant, {k: v for k, v in cfg.items() if k != "run_dir"}))
+        d = d.with_name(run_id(variant, {k: v for k, v in cfg.items() if k != "run_dir"})); cfg["run_dir"] = str(d)
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(json.dumps(dict(config=cfg), indent=1))
     (d / "launch.json").write_text(json.dumps(dict(pretrain_job="0", cluster="local")))
@@ -199,33 +209,39 @@ def _fake_run(runs_dir, exp, variant, scale="tiny", eval=None, done=True, error=
     return d
 
 # %% ../nbs/15_report.ipynb #c016
-FIXTURE_PLAN = [  # (experiment, variant, state in the fixture)
-    ("smr_ablation_4f", "k15x4", "done"), ("smr_ablation_4f", "k20x4", "done"), ("smr_ablation_4f", "k25x4", "done"),
-    ("smr_ablation_4f", "k30x4", "failed"), ("smr_ablation_4f", "k35x4", "running"),
-    ("smr_ablation_4e", "none", "done"), ("smr_ablation_4e", "tm", "done"), ("smr_ablation_4e", "td", "evaluating"),
-    ("smr_ablation_4e", "itf", "older config"), ("smr_fig2", "smr", "done"), ("smr_fig2", "mim_sd", "done"),
-    ("smr_table1", "smr", "done"), ("smr_table1", "mae", "done"), ("smr_table8", "sd", "done"), ("smr_table8", "smr", "done")]
+FIXTURE_PLAN = [  # (experiment, variant, state in the fixture, seed): every state a run can be in, and three seeds of some
+    ("smr_ablation_4f", "k15x4", "done", 0), ("smr_ablation_4f", "k20x4", "done", 0), ("smr_ablation_4f", "k25x4", "done", 0),
+    ("smr_ablation_4f", "k30x4", "failed", 0), ("smr_ablation_4f", "k35x4", "running", 0),
+    ("smr_ablation_4e", "none", "done", 0), ("smr_ablation_4e", "tm", "done", 0), ("smr_ablation_4e", "td", "evaluating", 0),
+    ("smr_ablation_4e", "itf", "older config", 0), ("smr_fig2", "smr", "done", 0), ("smr_fig2", "mim_sd", "done", 0),
+    ("smr_table1", "smr", "done", 0), ("smr_table1", "mae", "done", 0), ("smr_table8", "sd", "done", 0), ("smr_table8", "smr", "done", 0),
+    *[(e, v, "done", s) for s in (1, 2) for e, v in (("smr_ablation_4f", "k15x4"), ("smr_ablation_4f", "k20x4"), ("smr_ablation_4f", "k25x4"),
+                                                     ("smr_ablation_4e", "none"), ("smr_ablation_4e", "tm"), ("smr_fig2", "smr"), ("smr_fig2", "mim_sd"))]]
 
 def write_fixture(src_runs, dst=None, scale: str = "tiny") -> Path:
-    "Rebuild the report fixture at `dst` from the evaluated runs under `src_runs` (`FIXTURE_PLAN`); returns `dst`."
+    """Rebuild the report fixture at `dst` from the evaluated runs under `src_runs` (`FIXTURE_PLAN`, and the teacher record in
+    `<src_runs>/teachers/`); returns `dst`."""
     import shutil
     dst = Path(dst or FIXTURE_RUNS)
     srcs = {}
-    for exp, variant, _ in FIXTURE_PLAN:
-        r = run_rows(exp, src_runs, scale).set_index("variant").loc[variant]
+    for exp, variant, _, seed in FIXTURE_PLAN:
+        r = run_rows(exp, src_runs, scale, seed).set_index("variant").loc[variant]
         if not r.result or r.state not in ("done", "older config"):
-            raise ValueError(f"{exp}/{variant} has no evaluated run under {src_runs} ({r.state}); run `{launch_command(exp, scale)}` first")
-        srcs[exp, variant] = r
+            raise ValueError(f"{exp}/{variant} (seed {seed}) has no evaluated run under {src_runs} ({r.state}); "
+                             f"run `{launch_command(exp, scale, [seed])}` first")
+        srcs[exp, variant, seed] = r
     shutil.rmtree(dst, ignore_errors=True)
-    for exp, variant, state in FIXTURE_PLAN:
-        r = srcs[exp, variant]
+    if (Path(src_runs) / "teachers").is_dir(): shutil.copytree(Path(src_runs) / "teachers", dst / "teachers")
+    for exp, variant, state, seed in FIXTURE_PLAN:
+        r = srcs[exp, variant, seed]
         lines = (Path(r.run_dir) / "metrics.jsonl").read_text().splitlines() if (Path(r.run_dir) / "metrics.jsonl").exists() else []
         kw = dict(eval=r.result, summary=r.summary, metrics=lines[:2] + lines[-2:])
         if state == "failed": kw = dict(done=False, metrics=lines[:2], error="Traceback (most recent call last):\n  ...\n"
                                         "FloatingPointError: loss is nan at step 20 (epoch 0.26); checkpoints/last.pt (step 10) is kept\n")
         elif state == "running": kw = dict(done=False, metrics=lines[:2])
         elif state == "evaluating": kw.pop("eval")
-        elif state == "older config": kw["config_change"] = dict(blr=TrainConfig.blr)
+        if state == "older config": kw["config_change"] = dict(blr=TrainConfig.blr)
+        if seed != TrainConfig.seed: kw["config_change"] = dict(kw.get("config_change") or {}, seed=seed)
         _fake_run(dst, exp, variant, scale, **kw)
     return dst
 
@@ -253,7 +269,8 @@ STAND_INS = {"top1_finetune": ("top1_linear",), "memory_gb_per_gpu": (MEMORY_MET
 METRIC_SOURCES = dict(top1_finetune=[("eval.json", "top1_finetune")], top1_linear=[("eval.json", "linear_probe")], gmacs=[("eval.json", "gmacs")],
                       minutes_per_epoch=[("eval.json", "images_per_s"), ("summary.json", "steps"), ("summary.json", "epochs")],
                       **{m: [("eval.json", "peak_mem_mb")] for m in MEMORY_METRIC.values()})
-ROW_COLUMNS = ["table", "row", "variant", "metric", "paper", "ours", "ours_metric", "state", "detail", "todo", "run_id", "invalid_cells"]
+ROW_COLUMNS = ["table", "row", "variant", "metric", "paper", "paper_source", "ours", "ours_metric", "state", "detail", "todo", "run_id", "invalid_cells"]
+DERIVED = "derived (not printed in the paper)"   # paper_source of a cell the registry reconstructed (paper_numbers.csv: source "DERIVED ...")
 
 def _raw(v) -> str:
     "How a non-finite number is written: NaN, inf, -inf."
@@ -276,12 +293,13 @@ def _ours(got: dict, metric: str) -> tuple:
         if m in got: return got[m], m
     return np.nan, metric
 
-def table_rows(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | None = None) -> pd.DataFrame:
-    "One row per paper cell of experiment `exp`: `paper`, `ours` (`ours_metric`: what it measures), the run's state, detail and todo."
+def table_rows(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | None = None, seed: int | None = None) -> pd.DataFrame:
+    """One row per paper cell of experiment `exp`: `paper` (`paper_source`: published, or `DERIVED`), `ours` (`ours_metric`:
+    what it measures; the run at `seed`, default the configs' own), the run's state, detail and todo."""
     exp = get_experiment(exp)
     cells = paper_cells() if cells is None else cells
     cells = cells[(cells.experiment == exp.name)]
-    runs = run_rows(exp.name, runs_dir, scale).set_index("variant")
+    runs = run_rows(exp.name, runs_dir, scale, seed).set_index("variant")
     cmd = launch_command(exp.name, scale)
     rows, invalid = [], []
     for c in cells.itertuples():
@@ -296,6 +314,7 @@ def table_rows(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | No
             todo = f"not measured by this experiment ({r.evaluate})" if r.state == "done" else cmd
         else: todo = "" if r.state == "done" else cmd
         rows.append(dict(table=c.table, row=c.row, variant=c.variant, metric=c.metric, paper=c.value, ours=ours, ours_metric=used,
+                         paper_source=DERIVED if str(c.source).startswith("DERIVED") else "published",
                          state=r.state, detail=detail, todo=todo, run_id=r.run_id, invalid_cells=""))
     df = pd.DataFrame(rows, columns=ROW_COLUMNS).astype(dict(paper=float, ours=float))
     for i, raw in invalid: _mark(df, i, "ours", raw)
@@ -336,9 +355,12 @@ def compare(df: pd.DataFrame, scale: str = "tiny") -> pd.DataFrame:
                 if against or np.isinf(df.at[i, col]): _mark(df, i, col)
     return df
 
-def report_table(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | None = None) -> pd.DataFrame:
-    "Paper vs ours for every cell of experiment `exp`: `compare(table_rows(...))`; a non-finite number is NaN, named in `invalid_cells`."
-    return compare(table_rows(exp, runs_dir, scale, cells), scale)
+def report_table(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | None = None, seeds=None) -> pd.DataFrame:
+    """Paper vs ours for every cell of experiment `exp`: `compare(table_rows(...))`, or over `seeds` (more than one:
+    `seed_table`, ours = the mean); a non-finite number is NaN, named in `invalid_cells`."""
+    seeds = None if seeds is None else list(seeds)
+    if seeds is None or len(seeds) == 1: return compare(table_rows(exp, runs_dir, scale, cells, seeds[0] if seeds else None), scale)
+    return compare(seed_table(exp, runs_dir, scale, seeds, cells), scale)
 
 def rank_corr(df: pd.DataFrame) -> float:
     "Spearman's correlation of the paper's and our numbers over the rows with both (NaN below 3 rows, or across metrics)."
@@ -347,36 +369,178 @@ def rank_corr(df: pd.DataFrame) -> float:
     return both.paper.rank().corr(both.ours.rank())
 
 def display_columns(df: pd.DataFrame, scale: str = "tiny") -> list:
-    "The columns the report shows of a `report_table`: `diff` at the paper's scale only (at tiny scale no difference compares like quantities)."
-    cols = ["row", "variant", "metric", "paper", "ours", "ours_metric"]
+    """The columns the report shows of a `report_table`: `paper_source` when a paper cell is derived, `ours_sd` / `n_seeds` over
+    seeds, `diff` at the paper's scale only (at tiny scale no difference compares like quantities)."""
+    cols = ["row", "variant", "metric", "paper"] + (["paper_source"] if (df.paper_source == DERIVED).any() else []) + ["ours"]
+    cols += [c for c in ("ours_sd", "n_seeds") if c in df] + ["ours_metric"]
     if scale == "paper" or df["diff"].notna().any(): cols.append("diff")
     return cols + ["paper_rank", "ours_rank"] + [c for c in ("paper_vs_smr", "ours_vs_smr") if c in df] + ["state", "todo", "detail", "invalid_cells"]
 
-# %% ../nbs/15_report.ipynb #c025
-def compactness_frame(runs_dir, scale: str = "tiny", exp: str = "smr_fig2") -> pd.DataFrame:
-    "Long table: model, task, removed (% of tokens), loss (NaN or inf when invalid), state; empty when no run has been evaluated."
+# %% ../nbs/15_report.ipynb #c023c
+ALPHA = 0.05
+VERDICTS = ("holds", "reversed", "within noise", "needs 2+ seeds")
+
+def _seed_frame(exp: str, runs_dir, scale: str, seeds, cells=None) -> tuple:
+    "`(per-seed table_rows, values)`: `values` has one column per seed, NaN unless that seed's run is done with a finite number."
+    per = {s: table_rows(exp, runs_dir, scale, cells, seed=s) for s in seeds}
+    vals = pd.DataFrame({s: per[s].ours.where(per[s].state.eq("done")) for s in seeds})
+    return per, vals
+
+def seed_table(exp: str, runs_dir, scale: str = "tiny", seeds=(0, 1, 2), cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    "`table_rows` over `seeds`: `ours` = the mean, `ours_sd`, `n_seeds`, `seed_values`; `state` `k/n done` and `detail` per missing seed."
+    seeds = list(seeds); name = get_experiment(exp).name
+    per, vals = _seed_frame(exp, runs_dir, scale, seeds, cells)
+    df = per[seeds[0]].copy()
+    df["ours"], df["ours_sd"], df["n_seeds"] = vals.mean(axis=1), vals.std(axis=1, ddof=1), vals.notna().sum(axis=1)
+    df["seed_values"] = [", ".join(f"{s}: {v:.4g}" for s, v in row.items() if pd.notna(v)) for _, row in vals.iterrows()]
+    df["invalid_cells"] = ""
+    for i in df.index:
+        states = {s: per[s].at[i, "state"] for s in seeds}
+        df.at[i, "run_id"] = ", ".join(dict.fromkeys(per[s].at[i, "run_id"] for s in seeds))
+        if any(st != "done" for st in states.values()):
+            df.at[i, "state"] = f"{sum(st == 'done' for st in states.values())}/{len(seeds)} done"
+            df.at[i, "detail"] = "; ".join(f"seed {s}: {st}" + (f" ({per[s].at[i, 'detail']})" if per[s].at[i, "detail"] else "")
+                                           for s, st in states.items() if st != "done")
+            df.at[i, "todo"] = launch_command(name, scale, seeds)
+        bad = [f"{m.partition('=')[2] or 'invalid'} at seed {s}" for s in seeds for m in _marks_raw(per[s].at[i, "invalid_cells"]) if m.startswith("ours=")]
+        if bad: _mark(df, i, "ours", "; ".join(bad))
+    return df
+
+def _marks_raw(s) -> list: return [m.strip() for m in s.split(",") if m.strip()] if isinstance(s, str) else []
+
+def paired_test(d) -> dict:
+    "One-sided paired t-tests on the per-seed differences `d` (positive: the paper's direction): n, mean, sd, t, p, verdict."
+    from scipy import stats
+    d = pd.Series(d, dtype=float).dropna(); n = len(d)
+    mean, sd = (d.mean() if n else np.nan), (d.std(ddof=1) if n > 1 else np.nan)
+    if n < 2: return dict(n=n, diff_mean=mean, diff_sd=sd, t=np.nan, p=np.nan, verdict="needs 2+ seeds")
+    t = mean / (sd / np.sqrt(n)) if sd > 0 else (np.sign(mean) * np.inf if mean else 0.0)
+    p, p_rev = float(stats.t.sf(t, n - 1)), float(stats.t.cdf(t, n - 1))
+    return dict(n=n, diff_mean=mean, diff_sd=sd, t=t, p=p, verdict="holds" if p < ALPHA else "reversed" if p_rev < ALPHA else "within noise")
+
+def ordering_verdicts(exp: str, runs_dir, scale: str = "tiny", seeds=(0, 1, 2), cells: pd.DataFrame | None = None) -> pd.DataFrame:
+    "Per metric: the paper's best row against every row the paper puts below it, paired over `seeds` (`paired_test`)."
+    seeds = list(seeds)
+    per, vals = _seed_frame(exp, runs_dir, scale, seeds, cells)
+    t = per[seeds[0]]
     rows = []
-    for r in run_rows(exp, runs_dir, scale).itertuples():
-        for c in r.result.get("compactness", []):
-            rows.append(dict(model=r.variant, task=c["task"], removed=100 * c["fraction"], loss=c["loss"], state=r.state))
-    return pd.DataFrame(rows, columns=["model", "task", "removed", "loss", "state"])
+    for m, g in t[np.isfinite(t.paper.astype(float))].groupby("metric", sort=False):
+        sign = -1 if m in LOWER_IS_BETTER else 1
+        best = g.loc[(sign * g.paper).idxmax()]
+        for i, r in g.iterrows():
+            if sign * r.paper >= sign * best.paper: continue
+            d = sign * (vals.loc[best.name] - vals.loc[i])
+            rows.append(dict(metric=m, better=best.variant, worse=r.variant, paper_better=best.paper, paper_worse=r.paper,
+                             ours_metric=best.ours_metric, **paired_test(d)))
+    return pd.DataFrame(rows, columns=["metric", "better", "worse", "paper_better", "paper_worse", "ours_metric", "n", "diff_mean",
+                                       "diff_sd", "t", "p", "verdict"])
+
+def verdict_line(v: pd.DataFrame) -> str:
+    "`'2 of 4 hold, 0 reversed, 2 within noise'` for a verdict table (empty: no ordering to test)."
+    if v.empty: return "no ordering to test"
+    c = v.verdict.value_counts()
+    return f"{c.get('holds', 0)} of {len(v)} hold, {c.get('reversed', 0)} reversed, {c.get('within noise', 0)} within noise" + \
+           (f", {c.get('needs 2+ seeds')} need 2+ seeds" if c.get("needs 2+ seeds") else "")
+
+# %% ../nbs/15_report.ipynb #c025
+def compactness_frame(runs_dir, scale: str = "tiny", exp: str = "smr_fig2", seeds=None) -> pd.DataFrame:
+    """Long table: model, seed, task, removed (% of tokens), loss (NaN or inf when invalid), state; empty when no run has been
+    evaluated. Over several `seeds`, only the runs that are done (current config) count."""
+    rows = []
+    for s in (list(seeds) if seeds is not None else [None]):
+        for r in run_rows(exp, runs_dir, scale, s).itertuples():
+            if seeds is not None and len(seeds) > 1 and r.state != "done": continue
+            for c in r.result.get("compactness", []):
+                rows.append(dict(model=r.variant, seed=r.seed, task=c["task"], removed=100 * c["fraction"], loss=c["loss"], state=r.state))
+    return pd.DataFrame(rows, columns=["model", "seed", "task", "removed", "loss", "state"])
 
 def compactness_table(cf: pd.DataFrame) -> pd.DataFrame:
-    "Figure 2 as a table: one row per (model, task), one column per % removed; a non-finite loss is NaN, named in `invalid_cells`."
+    """Figure 2 as a table: one row per (model, task), one column per % removed (the mean over seeds; with several seeds also
+    `sd@..` and `n_seeds`); a non-finite loss is NaN, named in `invalid_cells`."""
     if cf.empty: return pd.DataFrame()
     cf = cf.assign(loss=cf.loss.astype(float), col=cf.removed.map(lambda c: f"loss@{c:.0f}%"))
     ok = np.isfinite(cf.loss)
-    t = cf.assign(loss=cf.loss.where(ok)).groupby(["model", "task", "removed"]).loss.mean().unstack("removed")
-    t = t.rename(columns=lambda c: f"loss@{c:.0f}%").rename_axis(columns=None).reset_index()
+    g = cf.assign(loss=cf.loss.where(ok)).groupby(["model", "task", "removed"]).loss
+    t = g.mean().unstack("removed").rename(columns=lambda c: f"loss@{c:.0f}%")
+    if cf.seed.nunique() > 1:
+        t = t.join(g.std(ddof=1).unstack("removed").rename(columns=lambda c: f"sd@{c:.0f}%"))
+        t["n_seeds"] = cf[ok].groupby(["model", "task"]).seed.nunique().reindex(t.index).fillna(0).astype(int)
+    t = t.rename_axis(columns=None).reset_index()
     marks = {}
-    for r in cf[~ok].itertuples(): marks.setdefault((r.model, r.task), []).append(f"{r.col}={_raw(r.loss)}")
+    for r in cf[~ok].itertuples(): marks.setdefault((r.model, r.task), []).append(f"{r.col}={_raw(r.loss)}" + (f" at seed {r.seed}" if cf.seed.nunique() > 1 else ""))
     t["invalid_cells"] = [", ".join(marks.get((m, k), [])) for m, k in zip(t.model, t.task)]
     return t
+
+def compactness_verdicts(cf: pd.DataFrame, better: str = "smr", worse: str = "mim_sd") -> pd.DataFrame:
+    "Figure 2's claim per (task, % removed): model `better` reconstructs with a lower loss than `worse`, paired over seeds (`paired_test`)."
+    cols = ["task", "removed", "better", "worse", "n", "diff_mean", "diff_sd", "t", "p", "verdict"]
+    if cf.empty: return pd.DataFrame(columns=cols)
+    w = cf.assign(loss=cf.loss.astype(float).where(np.isfinite(cf.loss.astype(float)))).pivot_table(
+        index=["task", "removed", "seed"], columns="model", values="loss", dropna=False)
+    rows = []
+    for (task, removed), g in w.groupby(level=["task", "removed"], sort=False):
+        d = g[worse] - g[better] if {better, worse} <= set(g.columns) else pd.Series(dtype=float)
+        removed = int(removed) if float(removed).is_integer() else float(removed)   # % of tokens: 25, not 25.0000
+        rows.append(dict(task=task, removed=removed, better=better, worse=worse, **paired_test(d.values)))
+    return pd.DataFrame(rows, columns=cols)
 
 def n_invalid(df: pd.DataFrame) -> int:
     "How many measured values of a `report_table` or `compactness_table` are invalid (not finite)."
     if "invalid_cells" not in df: return 0
     return int(sum(m.count("=") for m in df.invalid_cells if isinstance(m, str)))
+
+# %% ../nbs/15_report.ipynb #c026c
+CURVE_EXPERIMENTS = ("smr_ablation_4e", "smr_fig2")
+
+def loss_curves(runs_dir, scale: str = "tiny", seeds=None, exps=CURVE_EXPERIMENTS) -> pd.DataFrame:
+    "Long table of training losses: experiment, variant, curve (`table variant`), seed, step, epoch, loss; unreadable log lines are skipped."
+    rows = []
+    for exp in exps:
+        tname = get_experiment(exp).table
+        for s in (list(seeds) if seeds is not None else [None]):
+            for r in run_rows(exp, runs_dir, scale, s).itertuples():
+                p = Path(r.run_dir) / "metrics.jsonl"
+                if not r.current or r.state == "unreadable" or not p.is_file(): continue
+                for line in p.read_text(errors="replace").splitlines():
+                    try: m = json.loads(line)
+                    except ValueError: continue
+                    if isinstance(m, dict) and _is_number(m.get("loss")) and _is_number(m.get("epoch")):
+                        rows.append(dict(experiment=exp, variant=r.variant, curve=f"{tname} {r.variant}", seed=r.seed,
+                                         step=m.get("step"), epoch=m["epoch"], loss=m["loss"]))
+    return pd.DataFrame(rows, columns=["experiment", "variant", "curve", "seed", "step", "epoch", "loss"])
+
+def loss_summary(lc: pd.DataFrame) -> pd.DataFrame:
+    "Per curve: the first and last logged loss (mean over seeds), their ratio, and the seeds."
+    if lc.empty: return pd.DataFrame(columns=["curve", "first_loss", "last_loss", "last_over_first", "n_seeds"])
+    g = lc.sort_values("step").groupby(["curve", "seed"]).loss
+    d = pd.DataFrame(dict(first_loss=g.first(), last_loss=g.last())).groupby("curve", sort=False)
+    out = d.mean().assign(n_seeds=d.size()).reset_index()
+    out.insert(3, "last_over_first", out.last_loss / out.first_loss)
+    return out
+
+def plot_loss_curves(lc: pd.DataFrame, path=None, title="Pre-training loss against the fixed teacher (mean ± sd over seeds)"):
+    "The curves of `loss_curves`, one colour per curve."
+    import matplotlib.pyplot as plt; import seaborn as sns
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    lc = lc[np.isfinite(lc.loss.astype(float))]
+    if lc.empty: ax.text(0.5, 0.5, "no training log yet", ha="center", va="center")
+    else: sns.lineplot(data=lc, x="epoch", y="loss", hue="curve", errorbar="sd", ax=ax)
+    ax.set_ylim(bottom=0); ax.set_xlabel("epoch"); ax.set_ylabel("training loss"); ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None: fig.savefig(path, dpi=110); plt.close(fig)
+    return fig
+
+def teacher_record(runs_dir, scale: str = "tiny", exp: str = "smr_ablation_4e") -> dict:
+    """The sidecar of the frozen teacher that `exp`'s configs name (`{}` when they name none): `<runs_dir>/teachers/<name>.json`,
+    else next to the checkpoint; adds `checkpoint`, `config_sha256`, `found` (where) and `matches` (sidecar SHA-256 == config's)."""
+    kw = next((r["config"]["target_kw"] for r in run_configs(exp, scale, root=str(runs_dir)) if r["config"]["target"] == "frozen"), None)
+    if kw is None: return {}
+    ck = Path(kw["checkpoint"])
+    out = dict(checkpoint=str(ck), config_sha256=kw.get("sha256"), found=None, matches=None)
+    for p in (Path(runs_dir) / "teachers" / ck.with_suffix(".json").name, ck.with_suffix(".json")):
+        if (rec := _read_json(p)) and "_error" not in rec:
+            out.update(rec, found=str(p), matches=rec.get("sha256") == kw.get("sha256")); break
+    return out
 
 # %% ../nbs/15_report.ipynb #c028
 DASH = "—"
@@ -429,7 +593,7 @@ def plot_compactness(cf: pd.DataFrame, path=None, title="Figure 2: reconstructio
     cf = cf[np.isfinite(cf.loss.astype(float))]   # an invalid loss is in the tables, not on the curve
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if cf.empty: ax.text(0.5, 0.5, "no compactness results yet", ha="center", va="center")
-    else: sns.lineplot(data=cf, x="removed", y="loss", hue="model", style="task", markers=True, ax=ax)
+    else: sns.lineplot(data=cf, x="removed", y="loss", hue="model", style="task", markers=True, errorbar="sd", ax=ax)   # several seeds: mean ± sd
     ax.set_xlabel("% tokens removed"); ax.set_ylabel("reconstruction loss"); ax.set_title(title, fontsize=10)
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=110); plt.close(fig)
@@ -509,11 +673,15 @@ def parse_tables(tables) -> list:
         raise ValueError(f"unknown table(s) {bad}; valid: {', '.join(REPORT_TABLES)} or 'all'")
     return names
 
-def build_report(runs_dir="runs", out_dir="reports/tiny", scale: str = "tiny", tables="all", html: bool = True) -> Path:
-    "Execute the tables notebook with papermill into `out_dir`, then write `report.html`; returns `out_dir`."
+TINY_SEEDS = "0,1,2"   # the tiny paper's seeds (main job and report)
+
+def build_report(runs_dir="runs", out_dir="reports/tiny", scale: str = "tiny", tables="all", html: bool = True, seeds: str | None = None) -> Path:
+    """Execute the tables notebook with papermill into `out_dir` (statistics over `seeds`, e.g. `'0,1,2'`; default `TINY_SEEDS`
+    at tiny scale, the configs' seed at paper scale), then write `report.html`; returns `out_dir`."""
     import papermill as pm
     if scale not in SCALES: raise ValueError(f"unknown scale {scale!r}; valid options: {', '.join(SCALES)}")
     parse_tables(tables)
+    seeds = seeds if seeds is not None else TINY_SEEDS if scale == "tiny" else str(TrainConfig.seed)
     if not Path(runs_dir).is_dir():
         raise FileNotFoundError(f"runs_dir {runs_dir} does not exist: run experiments first (`python slurm/launch.py --exp NAME --scale {scale} ...`) "
                                 "or point --runs_dir at the folder that holds <scale>/<experiment>/<run_id>/")
@@ -521,7 +689,7 @@ def build_report(runs_dir="runs", out_dir="reports/tiny", scale: str = "tiny", t
     nb = out_dir / "tables.ipynb"
     pm.execute_notebook(str(TABLES_NB), str(nb), kernel_name="python3", cwd=str(REPO), progress_bar=False,
                         parameters=dict(runs_dir=str(Path(runs_dir).resolve()), out_dir=str(out_dir), scale=scale,
-                                        tables=",".join(parse_tables(tables))))
+                                        tables=",".join(parse_tables(tables)), seeds=str(seeds)))
     if html:
         from nbconvert import HTMLExporter
         body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_filename(str(nb))
@@ -530,26 +698,55 @@ def build_report(runs_dir="runs", out_dir="reports/tiny", scale: str = "tiny", t
 
 # %% ../nbs/15_report.ipynb #c040
 TINY_PAPER = ("4f", "4e", "fig2", "1", "8")   # 1 and 8: short timing runs (seconds)
+SEEDED = ("4f", "4e", "fig2")                 # the tables run with every seed (1 and 8 time the code: one seed)
+
+def keep_teacher(runs_dir, checkpoint) -> Path:
+    "Build the fixed toy teacher at `checkpoint` if it is missing; copy its record into `<runs_dir>/teachers/` (the runs keep what they used)."
+    from smrnb.teacher import ensure_toy_teacher
+    import shutil
+    ck = ensure_toy_teacher(checkpoint)
+    dst = Path(runs_dir) / "teachers"; dst.mkdir(parents=True, exist_ok=True)
+    if ck.with_suffix(".json").is_file(): shutil.copyfile(ck.with_suffix(".json"), dst / ck.with_suffix(".json").name)
+    return ck
 
 @call_parse
 def main(run: str = ",".join(TINY_PAPER),  # tables whose experiments to run first (comma-separated; '' for none)
+         seeds: str = None,                 # seeds of 4f, 4e and fig2's runs and of the report's statistics (default 0,1,2 at tiny scale, 0 at paper)
          runs_dir: str = "runs",            # where the runs are (runs/<scale>/<experiment>/<run_id>)
          out_dir: str = "reports/tiny",     # where the report goes
          scale: str = "tiny",               # tiny (this machine) or paper (report only: paper runs go through slurm/launch.py)
          tables: str = "all",               # tables of the report
          html: bool = True):                # also write report.html
-    "Run the tiny paper's experiments here, then rebuild every table and figure into one folder."
-    from smrnb.launch import launch
+    """Run the tiny paper's experiments here (seed by seed: every table has its first seed before any has its second), then
+    rebuild every table and figure into one folder. Each run computes on one thread (bit-repeatable on one machine), as many
+    runs at a time as this process may use cores."""
+    import os
+    from smrnb.launch import launch, parse_seeds
+    from smrnb.experiments import TOY_TEACHER_KW, TOY_TEACHER_SHA256
+    from smrnb.data import file_sha256
     t0 = time.time()
     todo = parse_tables(run) if run else []
+    try: seed_list = parse_seeds(seeds if seeds is not None else TINY_SEEDS if scale == "tiny" else str(TrainConfig.seed)) or [TrainConfig.seed]
+    except ValueError as e: raise SystemExit(f"error: {e}") from None
     if todo and scale != "tiny": raise SystemExit("error: --run runs experiments on this machine, at --scale tiny only")
     if todo:
         from smrnb.data import make_toy_dataset
         from smrnb.experiments import tiny_recipe
         print(f"toy set: {make_toy_dataset(tiny_recipe()['data_root'])}", flush=True)   # built once, then reused
-    for t in todo:
-        if t == "fig3-5": continue
-        print(f"== {TABLE_EXPERIMENTS[t]} (tiny scale)", flush=True)
-        launch(TABLE_EXPERIMENTS[t], "tiny", "local", runs_root=runs_dir)
-    out = build_report(runs_dir, out_dir, scale, tables, html)
+        ck = keep_teacher(runs_dir, TOY_TEACHER_KW["checkpoint"])
+        if (h := file_sha256(ck)) != TOY_TEACHER_SHA256:
+            raise SystemExit(f"error: the toy teacher {ck} has SHA-256 {h}, not the registry's {TOY_TEACHER_SHA256} (smrnb.experiments."
+                             "TOY_TEACHER_SHA256): it was built by another version or on a machine whose CPU kernels round differently. "
+                             "Every tiny run would refuse it. Rebuild it (`rm` it, then `python -m smrnb.teacher`), or if this machine "
+                             "cannot reproduce it, set TOY_TEACHER_SHA256 in nbs/13_experiments.ipynb to this hash and say so")
+        print(f"teacher: {ck} (SHA-256 {TOY_TEACHER_SHA256[:12]}...)", flush=True)
+        os.environ["OMP_NUM_THREADS"] = "1"                 # the jobs' processes: one thread each
+    parallel = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    for i, s in enumerate(seed_list):
+        for t in todo:
+            if t == "fig3-5" or (t not in SEEDED and i): continue
+            print(f"== {TABLE_EXPERIMENTS[t]} (tiny scale, seed {s})", flush=True)
+            launch(TABLE_EXPERIMENTS[t], "tiny", "local", runs_root=runs_dir, parallel=parallel if t in SEEDED else 1,   # 1 and 8 time
+                   seeds=[s] if t in SEEDED else None)                                                            # one run at a time
+    out = build_report(runs_dir, out_dir, scale, tables, html, seeds=",".join(map(str, seed_list)))
     print(f"report: {out}/report.html, tables and figures in {out} ({(time.time() - t0) / 60:.1f} min)")

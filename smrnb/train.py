@@ -18,7 +18,7 @@ from .pretrain import PretrainConfig, Pretrainer
 __all__ = ['RESUMABLE_KEYS', 'AMENDABLE_KEYS', 'TrainConfig', 'lr_at', 'EpochBatches', 'RunBatches', 'SeededDataset',
            'setup_distributed', 'atomic_save', 'atomic_write_text', 'read_json', 'load_checkpoint', 'model_state',
            'load_model_state', 'RunLocked', 'describe_holder', 'RunDir', 'build_dataset', 'build_optimizer',
-           'SimulatedCrash', 'train']
+           'SimulatedCrash', 'run_environment', 'train']
 
 # %% ../nbs/10_train.ipynb #c006
 @dataclass
@@ -394,6 +394,12 @@ def build_optimizer(model, cfg: TrainConfig):
 class SimulatedCrash(RuntimeError):
     "Raised by `train(..., crash_at_step=n)` to test resuming: the process 'dies' after step n."
 
+def run_environment(dev) -> dict:
+    """Where a run computed, for its summary: the device type, torch's version, its intra-op thread count and CPU kernel
+    capability. A run repeats bit for bit only where all four match (the thread count splits CPU reductions differently)."""
+    return dict(device=dev.type, torch=str(torch.__version__), threads=torch.get_num_threads(),   # str: TorchVersion does not unpickle with weights_only
+                cpu_capability=torch.backends.cpu.get_cpu_capability())
+
 def _peak_mem_mb(dev):
     if dev.type == "cuda": return torch.cuda.max_memory_allocated(dev) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -551,7 +557,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
         if world > 1: finite = finite.float(); dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if not bool(finite): raise FloatingPointError(f"the weights are not finite after the last step ({total}): not saved; {run.ckpt} (step {saved_step}) is the last good state")
         save(total, _rng_state())
-    summary = dict(steps=step, epochs=step / steps_per_epoch, final_loss=last_loss, world_size=world,
+    summary = dict(steps=step, epochs=step / steps_per_epoch, final_loss=last_loss, world_size=world, **run_environment(dev),
                    method=cfg.method, arch=cfg.arch, schedule=model.cfg.schedule, target=model.cfg.target)
     if rank == 0: run.finish(summary)
     if world > 1: dist.barrier()

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from smrnb.experiments import EXPERIMENTS
-from smrnb.report import build_report, report_table, display_columns, _fake_run, FIXTURE_RUNS, REPO
+from smrnb.report import build_report, report_table, display_columns, _fake_run, _num, FIXTURE_RUNS, REPO
 
 
 class Cells(HTMLParser):
@@ -50,9 +50,11 @@ def test_html_tables_in_full(full_report):
 
 def test_precision_and_memory_label(full_report):
     t8 = (full_report / "table_8.md").read_text()
-    assert "0.0151" in t8 and "0.0111" in t8                                     # tiny GMACs: the ratio is visible (not 0.02 vs 0.01)
+    for v in ("sd", "smr"):                                                        # tiny GMACs: 3 significant digits (not 0.02 vs 0.02)
+        (ev,) = [json.loads((d / "eval.json").read_text()) for d in (FIXTURE_RUNS / "tiny/smr_table8").glob(f"{v}-*")]
+        assert ev["gmacs"] < 0.1 and _num(ev["gmacs"], 2) in t8 and len(_num(ev["gmacs"], 2).lstrip("0.")) >= 3
     t1 = (full_report / "table_1.md").read_text()
-    assert "peak_mem_gb (device not recorded: process peak RSS on CPU, peak CUDA allocation on GPU)" in t1
+    assert "peak_rss_gb (process, CPU)" in t1                                     # the runs recorded their device: what is measured
 
 
 def test_no_diff_between_unlike_quantities(full_report, tmp_path):
@@ -80,7 +82,9 @@ def test_ranks_and_ratios_on_fixture():
     assert t4e.loc[["tm", "itf", "none"], "paper_rank"].tolist() == [1, 2, 3]     # ranked over the rows that have both numbers
     assert t4e.loc[["td", "rd"], "ours_rank"].isna().all()
     t8 = report_table("smr_table8", FIXTURE_RUNS).set_index("variant")
-    assert abs(t8.loc["sd", "paper_vs_smr"] - 17.6 / 12.8) < 1e-9 and 1.3 < t8.loc["sd", "ours_vs_smr"] < 1.4
+    ev = {v: json.loads(next((FIXTURE_RUNS / "tiny/smr_table8").glob(f"{v}-*/eval.json")).read_text()) for v in ("sd", "smr")}
+    assert abs(t8.loc["sd", "paper_vs_smr"] - 17.6 / 12.8) < 1e-9
+    assert abs(t8.loc["sd", "ours_vs_smr"] - ev["sd"]["gmacs"] / ev["smr"]["gmacs"]) < 1e-9 and t8.loc["sd", "ours_vs_smr"] > 1   # SD costs more
 
 
 def test_report_on_fixture(full_report):
@@ -95,8 +99,15 @@ def test_report_on_fixture(full_report):
     t4e = (out / "table_4e.md").read_text()
     assert "older config" in t4e and "evaluating" in t4e and "—" in t4e
     assert "python slurm/launch.py --exp smr_table2 --scale tiny --cluster local" in (out / "table_2.md").read_text()
-    for f in ("figure_2.png", "fig3_tm.png", "fig4_compressors.png", "fig5_td.png", "table_8_gmacs.png", "summary.csv"):
+    for f in ("figure_2.png", "fig3_tm.png", "fig4_compressors.png", "fig5_td.png", "table_8_gmacs.png", "summary.csv", "loss_curves.png",
+              "orderings_4e.md", "orderings_4f.md", "orderings_fig2.md"):
         assert (out / f).stat().st_size > 0, f
+    assert "ours_sd" in t4e and "n_seeds" in t4e                                                  # mean ± sd over the fixture's seeds
+    o4e = (out / "orderings_4e.md").read_text()
+    assert "| tm " in o4e and "verdict" in o4e.splitlines()[0]                                     # the paper's best (TM) against the others
+    assert re.search(r"\b(holds|within noise|reversed)\b", o4e)
+    assert "The teacher:" in html and "the one in the runs’ configs" in html                     # its record travels with the runs
+    assert "derived" in (out / "table_4a.md").read_text() and "paper_source" not in (out / "table_4e.md").read_text()
 
 
 def test_report_paper_scale_without_runs(tmp_path):

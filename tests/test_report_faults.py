@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from smrnb.report import (FIXTURE_RUNS, build_report, report_table, fmt_table, save_table, compactness_frame, compactness_table,
-                          _fake_run)
+                          _fake_run, _num)
 
 BAD_BYTES = b"step 1 \xff\xfe\xfa not utf-8\n"
 
@@ -19,9 +19,10 @@ def fixture_copy(tmp_path) -> Path:
     return runs
 
 
-def run_dir(runs: Path, exp: str, variant: str) -> Path:
-    "The fixture's run directory of `exp/variant` (there is one per variant)."
-    (d,) = [p for p in (runs / "tiny" / exp).glob(f"{variant}-*") if p.name.rsplit("-", 1)[0] == variant]
+def run_dir(runs: Path, exp: str, variant: str, seed: int = 0) -> Path:
+    "The fixture's run directory of `exp/variant` at `seed` (there is one per variant and seed)."
+    (d,) = [p for p in (runs / "tiny" / exp).glob(f"{variant}-*") if p.name.rsplit("-", 1)[0] == variant
+            and json.loads((p / "config.json").read_text())["config"].get("seed", 0) == seed]
     return d
 
 
@@ -40,7 +41,8 @@ def test_nan_value_is_shown_invalid_and_not_used(tmp_path):
     assert shown(df, "k15x4", "ours_rank") == "invalid" and shown(df, "k15x4", "diff") == "—"   # tiny scale: no diff at all
     assert "not measured" not in shown(df, "k15x4", "todo")
     assert "linear_probe" in shown(df, "k15x4", "detail") and "NaN" in shown(df, "k15x4", "detail")
-    assert shown(df, "k20x4", "ours") == "17.00"                                     # the other rows are untouched
+    ev = json.loads((run_dir(runs, "smr_ablation_4f", "k20x4") / "eval.json").read_text())
+    assert shown(df, "k20x4", "ours") == _num(100 * ev["linear_probe"], 2)            # the other rows are untouched
     md = save_table(df, tmp_path / "out", "t").read_text()
     assert "NaN (invalid)" in md
 
@@ -53,7 +55,8 @@ def test_inf_gmacs_makes_ratios_invalid_not_zero(tmp_path):
     assert shown(df, "smr", "ours") == "inf (invalid)"
     assert shown(df, "sd", "ours_vs_smr") == "invalid"                                # SD / inf is not a ratio of 0.00
     assert shown(df, "smr", "ours_vs_smr") == "invalid"
-    assert shown(df, "sd", "ours") == "0.0151" and shown(df, "sd", "paper_vs_smr") == "1.38"
+    sd = json.loads((run_dir(runs, "smr_table8", "sd") / "eval.json").read_text())["gmacs"]
+    assert shown(df, "sd", "ours") == _num(sd, 2) and shown(df, "sd", "paper_vs_smr") == "1.38"
     assert not np.isinf(df[["ours", "diff", "ours_vs_smr"]].to_numpy(dtype=float)).any()   # nothing infinite is left to compute with
     assert shown(df, "smr", "ours_rank") == "invalid" and shown(df, "sd", "ours_rank") == "—"
     assert (df.ours_vs_smr.fillna(-1) != 0).all()
@@ -108,7 +111,9 @@ def test_report_survives_corruption(tmp_path, case):
     assert len(rows) == 1 and "unreadable" in rows[0] and f"unreadable: {name}: " in rows[0], rows
     for f in ("table_4e.md", "table_4f.md", "table_8.md", "table_8_analytic.md", "summary.md", "summary.csv"):
         assert (out / f).stat().st_size > 0, f
-    assert "14.00" in (out / "table_4e.md").read_text() and "17.00" in (out / "table_4f.md").read_text()   # other rows' numbers
+    for t, e, v in (("4e", "smr_ablation_4e", "none"), ("4f", "smr_ablation_4f", "k20x4")):   # other rows' numbers (means over seeds)
+        mean = report_table(e, FIXTURE_RUNS, seeds=[0, 1, 2]).set_index("variant").loc[v, "ours"]
+        assert _num(mean, 2) in (out / f"table_{t}.md").read_text(), (t, v, mean)
     assert len(pd.read_csv(out / "summary.csv")) == 3
     assert "gmacs" in (out / "table_8.md").read_text()
     if html: assert "unreadable" in (out / "report.html").read_text()
@@ -123,6 +128,6 @@ def test_invalid_values_counted_in_summary(tmp_path):
     sm = pd.read_csv(out / "summary.csv").set_index("table")
     assert sm.loc["4f", "invalid"] == 1 and sm.loc["8", "invalid"] == 1 and sm.loc["4e", "invalid"] == 0
     assert "invalid" in (out / "summary.md").read_text().splitlines()[0]
-    assert "NaN (invalid)" in (out / "table_4f.md").read_text()
+    assert "NaN at seed 0 (invalid)" in (out / "table_4f.md").read_text()      # over seeds: which seed's value is invalid
     t8 = (out / "table_8.md").read_text()
     assert "inf (invalid)" in t8 and "0.00" not in t8
