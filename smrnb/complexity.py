@@ -10,8 +10,10 @@ import torch
 from .models import resolve_arch, parse_schedule, token_counts
 
 # %% auto #0
-__all__ = ['ViTShape', 'block_table', 'Cost', 'encoder_cost', 'decoder_cost', 'measured_flops', 'measured_activation_bytes',
-           'table8', 'pretrain_cost', 'measured_pretrain_flops', 'complexity_table']
+__all__ = ['HIER_ALIASES', 'TABLE8_HIER', 'ViTShape', 'block_table', 'Cost', 'encoder_cost', 'decoder_cost', 'measured_flops',
+           'measured_activation_bytes', 'table8', 'pretrain_cost', 'measured_pretrain_flops', 'hier_config',
+           'hier_shape', 'hier_stem_table', 'HierCost', 'hier_encoder_cost', 'measured_hier_flops', 'table8_hier',
+           'complexity_table']
 
 # %% ../nbs/04_complexity.ipynb #c006
 @dataclass
@@ -190,6 +192,146 @@ def measured_pretrain_flops(model, imgs, generator=None) -> dict:
     student = fc.get_total_flops() - per.get(f"{root}.target", 0)
     dec = per.get(f"{root}.decoder", 0)
     return dict(student=student, encoder=student - dec, decoder=dec, target=per.get(f"{root}.target", 0))
+
+# %% ../nbs/04_complexity.ipynb #c021h
+HIER_ALIASES = {"HiViT-B": "hivit_base_3324", "HiViT": "hivit_base_3324", "ConViT-B": "convit_base", "ConvViT-B": "convit_base",
+                "ConViT": "convit_base", "ConvViT": "convit_base"}
+
+def hier_config(arch: str, img_size: int | None = None, **overrides) -> tuple[str, dict]:
+    "`(family, config)` of a HiViT or ConViT preset (`smrnb.backbones`; aliases in `HIER_ALIASES`): the preset and `overrides` over the constructor's defaults."
+    import inspect
+    from smrnb.backbones.hivit import HIVIT_PRESETS, HiViT
+    from smrnb.backbones.convit import CONVIT_PRESETS, ConViT
+    name = HIER_ALIASES.get(arch, arch)
+    for fam, presets, cls in (("hivit", HIVIT_PRESETS, HiViT), ("convit", CONVIT_PRESETS, ConViT)):
+        if name in presets:
+            cfg = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not inspect.Parameter.empty}
+            cfg.update(presets[name]); cfg.update(overrides)
+            if img_size is not None: cfg["img_size"] = img_size
+            return fam, cfg
+    raise ValueError(f"unknown hierarchical preset {arch!r}; valid: {', '.join([*HIVIT_PRESETS, *CONVIT_PRESETS, *HIER_ALIASES])}")
+
+def hier_shape(arch: str, img_size: int | None = None, **overrides) -> ViTShape:
+    "The attention stage of a HiViT / ConViT as a `ViTShape`: ViT blocks over one token per patch, no class token."
+    fam, c = hier_config(arch, img_size, **overrides)
+    if fam == "hivit":
+        return ViTShape(c["img_size"], c["patch_size"], c["embed_dim"], c["depth"], c["num_heads"], c["mlp_ratio"], c["in_chans"], False)
+    p = 1
+    for v in c["patch_sizes"]: p *= v
+    return ViTShape(c["img_size"], p, c["embed_dims"][2], c["depths"][2], c["num_heads"], c["mlp_ratios"][2], c["in_chans"], False)
+
+def hier_stem_table(arch: str, img_size: int | None = None, **overrides) -> pd.DataFrame:
+    "MACs per image of every part that runs at full resolution, outside the attention stage (SMR compresses none of it)."
+    fam, c = hier_config(arch, img_size, **overrides)
+    rows = []
+    def add(part, macs): rows.append(dict(part=part, macs=int(macs)))
+    if fam == "hivit":
+        p, q, D = c["patch_size"], c["inner_patch"], c["embed_dim"]
+        P, k = (c["img_size"] // p) ** 2, len(c["stem_depths"])
+        dims, g = [D >> (k - i) for i in range(k)], (p // q) ** 2          # widths of the stem stages, sub-tokens per patch
+        add("patch_embed (4x4 conv per patch)", P * g * c["in_chans"] * q * q * dims[0])
+        for i, (d, n) in enumerate(zip(dims, c["stem_depths"])):
+            add(f"stem {i + 1}: {n} MLP blocks", n * P * g * 2 * d * int(d * c["stem_mlp_ratio"]))
+            g //= 4
+            add(f"stem {i + 1}: 2x2 merge", P * g * 4 * d * 2 * d)         # Swin PatchMerging: Linear(4d, 2d) per merged token
+    else:
+        ps, dims, depths, ratios, ks = c["patch_sizes"], c["embed_dims"], c["depths"], c["mlp_ratios"], c["kernel_size"]
+        side, cin = c["img_size"], c["in_chans"]
+        for i in range(3):
+            side //= ps[i]; n = side * side
+            add(f"patch_embed{i + 1} ({ps[i]}x{ps[i]} conv)", n * cin * ps[i] ** 2 * dims[i]); cin = dims[i]
+            if i < 2:   # conv block: 1x1 conv, depthwise kxk, 1x1 conv, MLP of 1x1 convs
+                d = dims[i]
+                add(f"stage {i + 1}: {depths[i]} conv blocks", depths[i] * n * d * (2 * d + ks * ks + 2 * int(d * ratios[i])))
+        add("patch_embed4 (linear)", n * dims[2] ** 2)
+        if c["fuse"]:   # ConvMAE's multi-scale fusion: strided convs of the stage-1/2 maps onto the patch grid
+            f1 = ps[1] * ps[2]
+            add("fuse1 + fuse2 (after the blocks)", n * (dims[0] * f1 * f1 + dims[1] * ps[2] ** 2) * dims[2])
+    return pd.DataFrame(rows)
+
+# %% ../nbs/04_complexity.ipynb #c021j
+@dataclass
+class HierCost:
+    "Analytic MACs per image of a hierarchical encoder: the uncompressed full-resolution parts and the attention stage."
+    macs: float
+    stem_macs: float
+    stage_macs: float
+    counts: list
+
+    @property
+    def flops(self) -> float: return 2 * self.macs
+    @property
+    def gmacs(self) -> float: return self.macs / 1e9
+    @property
+    def gflops(self) -> float: return self.flops / 1e9
+
+def hier_encoder_cost(arch: str, schedule=None, compressor: str = "tm", placement: str = "mlp", img_size: int | None = None,
+                      **overrides) -> HierCost:
+    """MACs per image of a HiViT / ConViT encoder (a preset of `smrnb.backbones` or an alias such as "HiViT-B"): the stem or
+    convolution stages at full resolution, then the attention stage counted by `block_table` (no class token) with `schedule`
+    applied inside it (e.g. "25x4": 25 tokens after each of the stage's first 4 blocks). `overrides`: constructor arguments (`fuse=True`)."""
+    s = hier_shape(arch, img_size, **overrides)
+    stem = float(hier_stem_table(arch, img_size, **overrides).macs.sum())
+    bt = block_table(s, schedule, compressor, placement)
+    stage = float(bt.macs.sum())
+    return HierCost(stem + stage, stem, stage, [int(bt.tokens_in.iloc[0])] + bt.tokens_out.tolist())
+
+# %% ../nbs/04_complexity.ipynb #c021l
+def measured_hier_flops(model, x, schedule=None, compressor: str = "tm", placement: str = "mlp", prop_attn: bool = True) -> int:
+    """FLOPs (per batch) counted by `FlopCounterMode` of a HiViT / ConViT built with `block_fn=CompressedBlock,
+    attn_layer=CompressedAttention`: `forward_stem`, the attention blocks compressing the token state by `schedule`
+    (`smrnb.compress`, no class token), the final norm."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    from smrnb.models import CompressionConfig
+    from smrnb.compress import TokenState
+    if getattr(model, "fuse1", None) is not None: raise ValueError("fuse=True: count the full model with `measured_flops`")
+    cfg = CompressionConfig(compressor, placement, prop_attn, class_token=False)
+    sched = parse_schedule(schedule, len(model.blocks))
+    token_counts(sched, model.num_patches, compressor, False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        s, sized = TokenState.start(model.forward_stem(x), track="owner"), False
+        for blk, r in zip(model.blocks, sched):
+            s = blk.forward_state(s, r, cfg, sized)
+            sized = sized or (r > 0 and compressor in ("tm", "itf"))
+        model.norm(s.x)
+    return fc.get_total_flops()
+
+# %% ../nbs/04_complexity.ipynb #c021q
+TABLE8_HIER = {"HiViT-B": (18.1, 13.3), "ConvViT-B": (23.2, 19.1)}
+
+def table8_hier(schedule: str = "25x4", published: dict = TABLE8_HIER, target_dim: int = 512, decoder_depth: int = 2,
+                decoder_width: int = 768) -> pd.DataFrame:
+    """Candidate complexity conventions for the hierarchical backbones' baseline vs SMR (`schedule` in the attention stage)
+    beside the published Table 8 pairs, closest first within each model: the same candidates as `table8` for ViT-B, with the
+    decoder over the `P` patch positions (no class token) at the encoder's width and at `decoder_width`."""
+    rows = []
+    for model, (pb, ps) in published.items():
+        s = hier_shape(model)
+        P, D = s.num_patches, s.embed_dim
+        full, head = hier_encoder_cost(model).macs, P * D * target_dim
+        def add(conv, b, m):
+            rows.append(dict(model=model, convention=conv, baseline=b / 1e9, smr=m / 1e9, paper_baseline=pb, paper_smr=ps,
+                             err_baseline=b / 1e9 - pb, err_smr=m / 1e9 - ps))
+        for place in ("mlp", "block"):
+            enc, at = hier_encoder_cost(model, schedule, "tm", place).macs, f"compress at {place}"
+            add(f"GMACs, encoder only ({at})", full, enc)
+            add(f"GFLOPs, encoder only ({at})", 2 * full, 2 * enc)
+            for w in dict.fromkeys((D, decoder_width)):
+                dec = decoder_cost(P, w, decoder_depth)
+                add(f"GMACs, SMR adds {decoder_depth} decoder blocks w{w} ({at}); no heads", full, enc + dec)
+                add(f"GFLOPs, SMR adds {decoder_depth} decoder blocks w{w} ({at}); no heads", 2 * full, 2 * (enc + dec))
+                add(f"GMACs, SMR adds {decoder_depth} decoder blocks w{w} ({at}); both + heads (projection {D}->{w}, "
+                    f"linear head to {target_dim}-d target)", full + head, enc + decoder_cost(P, w, decoder_depth, D, target_dim))
+            if D != 512: add(f"GMACs, SMR adds projection + {decoder_depth} decoder blocks w512 ({at}); no heads", full,
+                             enc + decoder_cost(P, 512, decoder_depth, in_dim=D))
+            if hier_config(model)[0] == "convit":   # ConvMAE's pre-training encoder adds the multi-scale fusion convs
+                fb, fm = hier_encoder_cost(model, fuse=True).macs, hier_encoder_cost(model, schedule, "tm", place, fuse=True).macs
+                add(f"GMACs, fused ConvMAE encoder, SMR adds {decoder_depth} decoder blocks w{decoder_width} ({at}); no heads",
+                    fb, fm + decoder_cost(P, decoder_width, decoder_depth))
+    df = pd.DataFrame(rows)
+    df["abs_err"] = df.err_baseline.abs() + df.err_smr.abs()
+    return df.sort_values(["model", "abs_err"], key=lambda c: c.map(list(published).index) if c.name == "model" else c).reset_index(drop=True)
 
 # %% ../nbs/04_complexity.ipynb #c023
 def complexity_table(arch: str = "ViT-B", settings=(("full tokens", None), ("SMR 25x4", "25x4")),

@@ -15,10 +15,10 @@ from .tiny import tiny_config
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE',
-           'TINY_ARCH', 'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_KW', 'EXPERIMENTS', 'RUN_ID_SKIP',
-           'TINY_EVALUATE', 'Variant', 'Experiment', 'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides',
-           'check_schedule', 'published', 'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments',
-           'parse_overrides', 'variant_config', 'run_id', 'run_configs', 'paper_numbers']
+           'TINY_ARCH', 'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_FILE', 'EXPERIMENTS', 'RUN_ID_SKIP',
+           'TINY_EVALUATE', 'Variant', 'Experiment', 'toy_teacher_kw', 'tiny_recipe', 'scale_count', 'scale_schedule',
+           'tiny_overrides', 'check_schedule', 'published', 'get_experiment', 'list_experiments', 'check_overrides',
+           'check_amendments', 'parse_overrides', 'variant_config', 'run_id', 'run_configs', 'paper_numbers']
 
 # %% ../nbs/13_experiments.ipynb #c006
 EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "none")
@@ -73,8 +73,19 @@ SCALE_FREE = ("method", "schedule", "compressor", "placement", "prop_attn", "tar
 TINY_ARCH = "toy"                                  # 6 blocks: compresses in 1-2, four full blocks after (the paper: 4 + 8)
 TINY_DEEP = dict(arch="vit_tiny", img_size=128)   # 12 blocks, 8x8 = 64 patches
 TINY_CPU = dict(nodes=1, gpus_per_node=0, timeout_min=60, cpus_per_task=2, mem_gb=4)
-TOY_TEACHER_SHA256 = "9e86775db5c155f5880a1091950b631dfcc3c4b547159a251bd8d38430d83302"   # what `python -m smrnb.teacher` builds (measured here)
-TOY_TEACHER_KW = {"checkpoint": "data/teachers/toy-teacher-v1.pt", "sha256": TOY_TEACHER_SHA256}   # smrnb.teacher builds it
+TOY_TEACHER_SHA256 = "9e86775db5c155f5880a1091950b631dfcc3c4b547159a251bd8d38430d83302"   # the reference build of `python -m smrnb.teacher`
+TOY_TEACHER_FILE = "data/teachers/toy-teacher-v1.pt"
+
+def toy_teacher_kw() -> dict:
+    """The fixed toy teacher that every tiny CLIP-target variant regresses: its file and SHA-256. The hash is the one in
+    the teacher's record beside the file (`<file>.json`, written when it was built on this machine) when there is one,
+    else the reference build's `TOY_TEACHER_SHA256`: a machine whose CPU kernels build other bytes gets its own run ids
+    (a different teacher is a different experiment), never a silent mix; `FrozenTeacher` checks the file against it."""
+    from pathlib import Path
+    try: h = json.loads(Path(TOY_TEACHER_FILE).with_suffix(".json").read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError): h = None
+    ok = isinstance(h, str) and re.fullmatch(r"[0-9a-f]{64}", h)
+    return {"checkpoint": TOY_TEACHER_FILE, "sha256": h if ok else TOY_TEACHER_SHA256}
 
 def tiny_recipe() -> dict:
     "The tiny-scale base: `tiny_config`'s recipe (what it changes from `TrainConfig`'s defaults) with the `toy` student, on `data/toy`."
@@ -127,7 +138,7 @@ def tiny_overrides(paper: dict, ratio: float = 64 / 196, depth_from: int = 12, d
     if sched == "default": sched = METHOD_DEFAULTS[method]["schedule"]
     d["schedule"] = scale_schedule(sched, ratio, depth_from, depth_to, n_tokens, d.get("compressor", "tm"))
     if (d.get("target") or METHOD_DEFAULTS[method]["target"]) == "clip":
-        d["target"], d["target_kw"] = "frozen", dict(TOY_TEACHER_KW)
+        d["target"], d["target_kw"] = "frozen", toy_teacher_kw()
     d["epochs"] = max(1, round(d.get("epochs", TrainConfig.epochs) / TINY_DIVISOR))
     d["warmup_epochs"] = max(1, d["epochs"] // 10)
     return d

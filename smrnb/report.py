@@ -722,7 +722,7 @@ def main(run: str = ",".join(TINY_PAPER),  # tables whose experiments to run fir
     runs at a time as this process may use cores."""
     import os
     from smrnb.launch import launch, parse_seeds
-    from smrnb.experiments import TOY_TEACHER_KW, TOY_TEACHER_SHA256
+    from smrnb.experiments import toy_teacher_kw, TOY_TEACHER_FILE, TOY_TEACHER_SHA256
     from smrnb.data import file_sha256
     t0 = time.time()
     todo = parse_tables(run) if run else []
@@ -733,13 +733,17 @@ def main(run: str = ",".join(TINY_PAPER),  # tables whose experiments to run fir
         from smrnb.data import make_toy_dataset
         from smrnb.experiments import tiny_recipe
         print(f"toy set: {make_toy_dataset(tiny_recipe()['data_root'])}", flush=True)   # built once, then reused
-        ck = keep_teacher(runs_dir, TOY_TEACHER_KW["checkpoint"])
-        if (h := file_sha256(ck)) != TOY_TEACHER_SHA256:
-            raise SystemExit(f"error: the toy teacher {ck} has SHA-256 {h}, not the registry's {TOY_TEACHER_SHA256} (smrnb.experiments."
-                             "TOY_TEACHER_SHA256): it was built by another version or on a machine whose CPU kernels round differently. "
-                             "Every tiny run would refuse it. Rebuild it (`rm` it, then `python -m smrnb.teacher`), or if this machine "
-                             "cannot reproduce it, set TOY_TEACHER_SHA256 in nbs/13_experiments.ipynb to this hash and say so")
-        print(f"teacher: {ck} (SHA-256 {TOY_TEACHER_SHA256[:12]}...)", flush=True)
+        ck = keep_teacher(runs_dir, TOY_TEACHER_FILE)
+        want, h = toy_teacher_kw()["sha256"], file_sha256(ck)
+        if h != want:
+            raise SystemExit(f"error: the toy teacher {ck} has SHA-256 {h}, but the runs' configs would expect {want} (from "
+                             f"{ck.with_suffix('.json') if ck.with_suffix('.json').is_file() else 'the reference build: no record beside the file'}): "
+                             f"the file was replaced or damaged. Delete {ck} and {ck.with_suffix('.json')}, then run again (the teacher is rebuilt)")
+        print(f"teacher: {ck} (SHA-256 {h[:12]}...)", flush=True)
+        if h != TOY_TEACHER_SHA256:
+            print(f"note: this machine built another teacher than the reference build ({TOY_TEACHER_SHA256[:12]}...: another CPU or "
+                  "torch rounds differently); these runs use it and get their own run ids. Compare their numbers with the README's "
+                  "as runs with another teacher", flush=True)
         os.environ["OMP_NUM_THREADS"] = "1"                 # the jobs' processes: one thread each
     parallel = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     for i, s in enumerate(seed_list):
