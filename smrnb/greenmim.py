@@ -13,8 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['EXACT_BUDGET', 'batch_mask', 'upsample_mask', 'window_index', 'grouping_cost', 'algorithm1_grouping',
-           'optimal_grouping', 'GroupPlan', 'group_plan', 'group_window_attention', 'GroupWindowAttention']
+__all__ = ['EXACT_BUDGET', 'SWIN_B_STAGES', 'batch_mask', 'upsample_mask', 'window_index', 'grouping_cost', 'algorithm1_grouping',
+           'optimal_grouping', 'GroupPlan', 'group_plan', 'group_window_attention', 'GroupWindowAttention',
+           'group_size_costs', 'plot_group_size_costs']
 
 # %% ../nbs/18_greenmim.ipynb #c006
 def batch_mask(grid: int = 7, mask_ratio: float = 0.75, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -263,3 +264,37 @@ class GroupWindowAttention(nn.Module):
         B, N, C = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         return self.proj(group_window_attention(q, k, v, plan, self.relative_position_bias_table).transpose(1, 2).reshape(B, N, C))
+
+# %% ../nbs/18_greenmim.ipynb #c051c
+SWIN_B_STAGES = ((56, 128), (28, 256), (14, 512))   # (tokens a side, channels) of Swin-B's stages 1-3 at 224 px
+
+def group_size_costs(n_masks: int = 100, stages=SWIN_B_STAGES, window: int = 7, mask_ratio: float = 0.75, grid: int = 7,
+                     max_size: int = 200, seed: int = 0):
+    "Figure 4's simulation: per stage, mask and group size `g` (largest window .. `max_size`), the fewest groups and their Eq. 8 cost."
+    import pandas as pd
+    gen = torch.Generator().manual_seed(seed)
+    masks = [batch_mask(grid, mask_ratio, gen) for _ in range(n_masks)]
+    rows = []
+    for size, C in stages:
+        for i, m in enumerate(masks):
+            wid, n = window_index(upsample_mask(m, size).nonzero(), size, window)
+            ws = torch.bincount(wid, minlength=n).tolist()
+            for g in range(max(max(ws), 1), max(max_size, max(ws)) + 1):
+                _, groups = optimal_grouping(ws, C, group_size=g)
+                rows.append(dict(stage=f"{size}x{size}, C={C}", mask=i, group_size=g, n_groups=len(groups),
+                                 cost=grouping_cost(g, len(groups), C)))
+    return pd.DataFrame(rows)
+
+def plot_group_size_costs(df, path=None):
+    "Figure 4: mean ± sd of the cost over masks against the group size, one panel per stage; the window's size marked."
+    import matplotlib.pyplot as plt; import seaborn as sns
+    stages = list(dict.fromkeys(df.stage))
+    fig, axs = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3), squeeze=False)
+    for ax, st in zip(axs[0], stages):
+        d = df[df.stage == st].assign(cost_g=lambda t: t.cost / 1e9)
+        sns.lineplot(data=d, x="group_size", y="cost_g", errorbar="sd", ax=ax)
+        ax.axvline(49, color="grey", lw=0.8, ls="--"); ax.set_title(st, fontsize=9)
+        ax.set_xlabel("group size g"); ax.set_ylabel("Eq. 8 cost / 1e9 (one layer)")
+    fig.tight_layout()
+    if path is not None: fig.savefig(path, dpi=110); plt.close(fig)
+    return fig
