@@ -74,18 +74,20 @@ TINY_ARCH = "toy"                                  # 6 blocks: compresses in 1-2
 TINY_DEEP = dict(arch="vit_tiny", img_size=128)   # 12 blocks, 8x8 = 64 patches
 TINY_CPU = dict(nodes=1, gpus_per_node=0, timeout_min=60, cpus_per_task=2, mem_gb=4)
 TOY_TEACHER_SHA256 = "9e86775db5c155f5880a1091950b631dfcc3c4b547159a251bd8d38430d83302"   # the reference build of `python -m smrnb.teacher`
-TOY_TEACHER_FILE = "data/teachers/toy-teacher-v1.pt"
+TOY_TEACHER_FILE = "data/teachers/toy-teacher-v1.pt"   # the default place (`$SMRNB_TEACHER_DIR` moves it: smrnb.teacher.teacher_path)
 
 def toy_teacher_kw() -> dict:
-    """The fixed toy teacher that every tiny CLIP-target variant regresses: its file and SHA-256. The hash is the one in
-    the teacher's record beside the file (`<file>.json`, written when it was built on this machine) when there is one,
-    else the reference build's `TOY_TEACHER_SHA256`: a machine whose CPU kernels build other bytes gets its own run ids
-    (a different teacher is a different experiment), never a silent mix; `FrozenTeacher` checks the file against it."""
-    from pathlib import Path
-    try: h = json.loads(Path(TOY_TEACHER_FILE).with_suffix(".json").read_text()).get("sha256")
+    """The fixed toy teacher that every tiny CLIP-target variant regresses: its file (`smrnb.teacher.teacher_path()`:
+    `TOY_TEACHER_FILE` unless `$SMRNB_TEACHER_DIR` says otherwise) and SHA-256. The hash is the one in the teacher's
+    record beside the file (`<file>.json`, written when it was built on this machine) when there is one, else the
+    reference build's `TOY_TEACHER_SHA256`: a machine whose CPU kernels build other bytes gets its own run ids (a
+    different teacher is a different experiment), never a silent mix; `FrozenTeacher` checks the file against it."""
+    from smrnb.teacher import teacher_path
+    ck = teacher_path()
+    try: h = json.loads(ck.with_suffix(".json").read_text()).get("sha256")
     except (OSError, ValueError, AttributeError): h = None
     ok = isinstance(h, str) and re.fullmatch(r"[0-9a-f]{64}", h)
-    return {"checkpoint": TOY_TEACHER_FILE, "sha256": h if ok else TOY_TEACHER_SHA256}
+    return {"checkpoint": str(ck), "sha256": h if ok else TOY_TEACHER_SHA256}
 
 def tiny_recipe() -> dict:
     "The tiny-scale base: `tiny_config`'s recipe (what it changes from `TrainConfig`'s defaults) with the `toy` student, on `data/toy`."

@@ -722,7 +722,7 @@ def main(run: str = ",".join(TINY_PAPER),  # tables whose experiments to run fir
     runs at a time as this process may use cores."""
     import os
     from smrnb.launch import launch, parse_seeds
-    from smrnb.experiments import toy_teacher_kw, TOY_TEACHER_FILE, TOY_TEACHER_SHA256
+    from smrnb.experiments import toy_teacher_kw, TOY_TEACHER_SHA256
     from smrnb.data import file_sha256
     t0 = time.time()
     todo = parse_tables(run) if run else []
@@ -733,7 +733,7 @@ def main(run: str = ",".join(TINY_PAPER),  # tables whose experiments to run fir
         from smrnb.data import make_toy_dataset
         from smrnb.experiments import tiny_recipe
         print(f"toy set: {make_toy_dataset(tiny_recipe()['data_root'])}", flush=True)   # built once, then reused
-        ck = keep_teacher(runs_dir, TOY_TEACHER_FILE)
+        ck = keep_teacher(runs_dir, toy_teacher_kw()["checkpoint"])
         want, h = toy_teacher_kw()["sha256"], file_sha256(ck)
         if h != want:
             raise SystemExit(f"error: the toy teacher {ck} has SHA-256 {h}, but the runs' configs would expect {want} (from "

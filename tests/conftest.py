@@ -17,6 +17,34 @@ def tiny_sets(toy):
 
 
 @pytest.fixture(scope="session")
+def stand_in_teacher_dir(tmp_path_factory):
+    """A folder holding a stand-in for the tiny paper's fixed teacher (`toy-teacher-v1.pt`, random weights of the same
+    architecture, and its record with its SHA-256): the real one takes minutes to build and is not in a clean clone."""
+    import json, torch
+    from smrnb.data import file_sha256
+    from smrnb.models import create_encoder
+    from smrnb.train import atomic_save
+    d = tmp_path_factory.mktemp("teachers")
+    torch.manual_seed(0)
+    atomic_save(dict(arch="test", kwargs=dict(img_size=32), encoder=create_encoder("test", img_size=32).state_dict()), d / "toy-teacher-v1.pt")
+    (d / "toy-teacher-v1.json").write_text(json.dumps(dict(sha256=file_sha256(d / "toy-teacher-v1.pt"), stand_in=True)))
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _teacher_for_tiny_runs(request, monkeypatch):
+    """Tests that launch tiny runs (they use the `toy` set, or ask for `teacher_env`) train against the stand-in teacher
+    (`$SMRNB_TEACHER_DIR`, inherited by the launcher's processes); every other test sees the real configuration."""
+    if {"toy", "teacher_env"} & set(request.fixturenames):
+        monkeypatch.setenv("SMRNB_TEACHER_DIR", str(request.getfixturevalue("stand_in_teacher_dir")))
+
+
+@pytest.fixture
+def teacher_env():
+    "Ask for the stand-in teacher (see `_teacher_for_tiny_runs`)."
+
+
+@pytest.fixture(scope="session")
 def toy(tmp_path_factory):
     from smrnb.data import make_toy_dataset
     d = tmp_path_factory.mktemp("toy")

@@ -22,7 +22,7 @@ def _complexity(r, tmp_path) -> dict:
     return _evaluate(TrainConfig.from_dict(config), run, "complexity", {}, 0, None)
 
 
-def test_tiny_table8_counts_encoder_and_decoder(tmp_path):
+def test_tiny_table8_counts_encoder_and_decoder(tmp_path, teacher_env):
     runs = {r["variant"]: r for r in run_configs("smr_table8", "tiny")}
     assert set(runs) == {"sd", "smr"}
     res = {k: _complexity(r, tmp_path) for k, r in runs.items()}
