@@ -10,10 +10,10 @@ import torch
 from .models import resolve_arch, parse_schedule, token_counts
 
 # %% auto #0
-__all__ = ['HIER_ALIASES', 'TABLE8_HIER', 'ViTShape', 'block_table', 'Cost', 'encoder_cost', 'decoder_cost', 'measured_flops',
-           'measured_activation_bytes', 'table8', 'pretrain_cost', 'measured_pretrain_flops', 'hier_config',
-           'hier_shape', 'hier_stem_table', 'HierCost', 'hier_encoder_cost', 'measured_hier_flops', 'table8_hier',
-           'complexity_table']
+__all__ = ['HIER_ALIASES', 'TABLE8_HIER', 'ViTShape', 'block_table', 'MacUnits', 'Cost', 'encoder_cost', 'decoder_cost',
+           'measured_flops', 'measured_activation_bytes', 'table8', 'pretrain_cost', 'measured_pretrain_flops',
+           'hier_config', 'hier_shape', 'hier_stem_table', 'HierCost', 'hier_encoder_cost', 'measured_hier_flops',
+           'table8_hier', 'complexity_table']
 
 # %% ../nbs/04_complexity.ipynb #c006
 @dataclass
@@ -82,19 +82,21 @@ def block_table(shape: ViTShape, schedule=None, compressor: str = "tm", placemen
     return pd.DataFrame(rows)
 
 # %% ../nbs/04_complexity.ipynb #c012
-@dataclass
-class Cost:
-    "Analytic cost per image: MACs, FLOPs (= 2 MACs) and activation bytes (fp32) of one training forward."
-    macs: float
-    act_bytes: float
-    counts: list
-
+class MacUnits:
+    "`flops` (= 2 MACs), `gmacs` and `gflops` of a cost with `macs`."
     @property
     def flops(self) -> float: return 2 * self.macs
     @property
     def gmacs(self) -> float: return self.macs / 1e9
     @property
     def gflops(self) -> float: return self.flops / 1e9
+
+@dataclass
+class Cost(MacUnits):
+    "Analytic cost per image: MACs, FLOPs (= 2 MACs) and activation bytes (fp32) of one training forward."
+    macs: float
+    act_bytes: float
+    counts: list
 
 def encoder_cost(arch, schedule=None, compressor: str = "tm", placement: str = "mlp", img_size: int | None = None,
                  prop_attn: bool = True, bytes_per_elem: int = 4, n_tokens: int | None = None) -> Cost:
@@ -202,6 +204,7 @@ def hier_config(arch: str, img_size: int | None = None, **overrides) -> tuple[st
     import inspect
     from smrnb.backbones.hivit import HIVIT_PRESETS, HiViT
     from smrnb.backbones.convit import CONVIT_PRESETS, ConViT
+    from smrnb.models import unknown_name
     name = HIER_ALIASES.get(arch, arch)
     for fam, presets, cls in (("hivit", HIVIT_PRESETS, HiViT), ("convit", CONVIT_PRESETS, ConViT)):
         if name in presets:
@@ -209,7 +212,7 @@ def hier_config(arch: str, img_size: int | None = None, **overrides) -> tuple[st
             cfg.update(presets[name]); cfg.update(overrides)
             if img_size is not None: cfg["img_size"] = img_size
             return fam, cfg
-    raise ValueError(f"unknown hierarchical preset {arch!r}; valid: {', '.join([*HIVIT_PRESETS, *CONVIT_PRESETS, *HIER_ALIASES])}")
+    raise unknown_name("hierarchical preset", arch, [*HIVIT_PRESETS, *CONVIT_PRESETS, *HIER_ALIASES])
 
 def hier_shape(arch: str, img_size: int | None = None, **overrides) -> ViTShape:
     "The attention stage of a HiViT / ConViT as a `ViTShape`: ViT blocks over one token per patch, no class token."
@@ -251,19 +254,12 @@ def hier_stem_table(arch: str, img_size: int | None = None, **overrides) -> pd.D
 
 # %% ../nbs/04_complexity.ipynb #c021j
 @dataclass
-class HierCost:
+class HierCost(MacUnits):
     "Analytic MACs per image of a hierarchical encoder: the uncompressed full-resolution parts and the attention stage."
     macs: float
     stem_macs: float
     stage_macs: float
     counts: list
-
-    @property
-    def flops(self) -> float: return 2 * self.macs
-    @property
-    def gmacs(self) -> float: return self.macs / 1e9
-    @property
-    def gflops(self) -> float: return self.flops / 1e9
 
 def hier_encoder_cost(arch: str, schedule=None, compressor: str = "tm", placement: str = "mlp", img_size: int | None = None,
                       **overrides) -> HierCost:

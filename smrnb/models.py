@@ -18,7 +18,7 @@ from .compress import METHODS, TokenState, compress, max_removable, owner_from_s
 # %% auto #0
 __all__ = ['PRESETS', 'ALIASES', 'parse_schedule', 'token_counts', 'spread_counts', 'fit_counts', 'bottleneck_blocks',
            'CompressedAttention', 'CompressionConfig', 'CompressedBlock', 'EncoderOutput', 'CompressedViT',
-           'resolve_arch', 'timm_equivalent', 'create_encoder']
+           'resolve_arch', 'unknown_name', 'from_preset', 'timm_equivalent', 'create_encoder']
 
 # %% ../nbs/02_models.ipynb #c006
 def parse_schedule(spec, depth: int) -> list[int]:
@@ -254,10 +254,17 @@ def resolve_arch(arch: str) -> dict:
     if name in PRESETS: return dict(PRESETS[name])
     for k, v in PRESETS.items():
         if v["timm"] == arch and k != "vit_10b" and not k.startswith("test") and k != "toy": return dict(v)
-    valid = list(PRESETS) + list(ALIASES)
-    close = difflib.get_close_matches(arch, valid, n=3)
-    raise ValueError(f"unknown architecture {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else "") +
-                     f" Valid: {', '.join(valid)}")
+    raise unknown_name("architecture", arch, list(PRESETS) + list(ALIASES), n=3)
+
+def unknown_name(what: str, name: str, valid, n: int = 2) -> ValueError:
+    "The error for a name that is not one of `valid`: the closest valid names first, then all of them."
+    close = difflib.get_close_matches(name, list(valid), n=n)
+    return ValueError(f"unknown {what} {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "") + f" Valid: {', '.join(valid)}")
+
+def from_preset(presets: dict, arch: str, what: str, **kwargs) -> dict:
+    "The keyword arguments of preset `arch` of `presets` with `kwargs` over them; a clear error for an unknown name."
+    if arch not in presets: raise unknown_name(what, arch, list(presets))
+    return {**presets[arch], **kwargs}
 
 def timm_equivalent(arch: str, **overrides) -> tuple[str, dict]:
     "`(name, kwargs)` such that `timm.create_model(name, pretrained=False, **kwargs)` has the encoder's architecture."

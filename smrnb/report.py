@@ -406,7 +406,9 @@ def seed_table(exp: str, runs_dir, scale: str = "tiny", seeds=(0, 1, 2), cells: 
         if bad: _mark(df, i, "ours", "; ".join(bad))
     return df
 
-def _marks_raw(s) -> list: return [m.strip() for m in s.split(",") if m.strip()] if isinstance(s, str) else []
+def _marks_raw(s) -> list:
+    "`'ours=NaN, diff'` -> `['ours=NaN', 'diff']`: the entries of an `invalid_cells` string."
+    return [m.strip() for m in s.split(",") if m.strip()] if isinstance(s, str) else []
 
 def paired_test(d) -> dict:
     "One-sided paired t-tests on the per-seed differences `d` (positive: the paper's direction): n, mean, sd, t, p, verdict."
@@ -548,8 +550,7 @@ SIG_DIGITS = 3
 
 def _marks(s) -> list:
     "`'ours=NaN, diff'` -> `[('ours', 'NaN (invalid)'), ('diff', 'invalid')]`."
-    if not isinstance(s, str): return []
-    return [(c, f"{raw} (invalid)" if raw else "invalid") for c, _, raw in (m.strip().partition("=") for m in s.split(",") if m.strip())]
+    return [(c, f"{raw} (invalid)" if raw else "invalid") for c, _, raw in (m.partition("=") for m in _marks_raw(s))]
 
 def _num(v, digits: int) -> str:
     "`v` with `digits` decimals, more when it needs them for `SIG_DIGITS` significant digits."

@@ -4,7 +4,8 @@
 
 # %% ../../nbs/20_convit.ipynb #c003
 from __future__ import annotations
-import difflib, math
+import math
+from ..models import from_preset
 from functools import partial
 from typing import Optional, Sequence
 import torch
@@ -153,8 +154,4 @@ CONVIT_PRESETS = {
 
 def create_convit(arch: str = "convit_base", **kwargs) -> ConViT:
     "A ConvMAE-style ConViT from a preset; `kwargs` override it (img_size, num_classes, fuse, drop_path_rate, block_fn, ...)."
-    if arch not in CONVIT_PRESETS:
-        close = difflib.get_close_matches(arch, list(CONVIT_PRESETS), n=2)
-        raise ValueError(f"unknown ConViT preset {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else "") +
-                         f" Valid: {', '.join(CONVIT_PRESETS)}")
-    return ConViT(**{**CONVIT_PRESETS[arch], **kwargs})
+    return ConViT(**from_preset(CONVIT_PRESETS, arch, "ConViT preset", **kwargs))

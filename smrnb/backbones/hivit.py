@@ -4,7 +4,7 @@
 
 # %% ../../nbs/19_hivit.ipynb #c003
 from __future__ import annotations
-import difflib
+from ..models import from_preset
 from functools import partial
 from typing import Optional, Sequence
 import torch
@@ -170,8 +170,4 @@ HIVIT_PRESETS = {
 
 def create_hivit(arch: str = "hivit_base", **kwargs) -> HiViT:
     "A HiViT from a preset; `kwargs` override it (img_size, num_classes, rel_pos_bias, drop_path_rate, block_fn, ...)."
-    if arch not in HIVIT_PRESETS:
-        close = difflib.get_close_matches(arch, list(HIVIT_PRESETS), n=2)
-        raise ValueError(f"unknown HiViT preset {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else "") +
-                         f" Valid: {', '.join(HIVIT_PRESETS)}")
-    return HiViT(**{**HIVIT_PRESETS[arch], **kwargs})
+    return HiViT(**from_preset(HIVIT_PRESETS, arch, "HiViT preset", **kwargs))

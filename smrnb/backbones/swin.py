@@ -4,7 +4,7 @@
 
 # %% ../../nbs/21_swin.ipynb #c003
 from __future__ import annotations
-import difflib
+from ..models import from_preset
 from typing import Optional, Sequence
 import torch
 import torch.nn as nn
@@ -128,8 +128,4 @@ SWIN_PRESETS = {
 
 def create_swin(arch: str = "swin_base", **kwargs) -> SwinEncoder:
     "A `SwinEncoder` from a preset; `kwargs` override it (img_size, num_classes, drop_path_rate, mask_token, ...)."
-    if arch not in SWIN_PRESETS:
-        close = difflib.get_close_matches(arch, list(SWIN_PRESETS), n=2)
-        raise ValueError(f"unknown Swin preset {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else "") +
-                         f" Valid: {', '.join(SWIN_PRESETS)}")
-    return SwinEncoder(**{**SWIN_PRESETS[arch], **kwargs})
+    return SwinEncoder(**from_preset(SWIN_PRESETS, arch, "Swin preset", **kwargs))
