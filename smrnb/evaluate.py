@@ -165,6 +165,9 @@ class RelPosAttention(Attention):
 def finetune_model(encoder, num_classes: int, drop_path: float = 0.2, rpe: bool = True) -> VisionTransformer:
     "The fine-tuning model of a pre-trained encoder (see above): timm ViT, avg pool + fresh `fc_norm` + MAE-initialised head."
     e = encoder
+    if not isinstance(e, VisionTransformer):   # HiViT, ConViT, Swin: the plain backbone with a head (smrnb.encoders)
+        from smrnb.encoders import finetune_hier
+        return finetune_hier(e, num_classes, drop_path, rpe)
     if e.num_prefix_tokens != 1 or e.cls_token is None: raise ValueError("finetune_model expects a ViT with one class token")
     blk = e.blocks[0]
     m = VisionTransformer(img_size=e.patch_embed.img_size, patch_size=e.patch_embed.patch_size, embed_dim=e.embed_dim,
@@ -183,21 +186,37 @@ def finetune_model(encoder, num_classes: int, drop_path: float = 0.2, rpe: bool 
 
 def finetune_no_weight_decay(model) -> set:
     "Parameter names without weight decay: timm's (`pos_embed`, `cls_token`, ...) and the relative position bias tables (BEiT)."
-    return set(model.no_weight_decay()) | {n for n, _ in model.named_parameters() if n.endswith("relative_position_bias_table")}
+    own = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    named = {n for n, _ in model.named_parameters()}
+    return own | {n for n in named if n.endswith("relative_position_bias_table")} | ({"pos_embed", "cls_token", "mask_token"} & named)
 
-def _layer_id(name: str, num_layers: int) -> int:
-    if name in ("cls_token", "pos_embed", "reg_token", "dist_token") or name.startswith("patch_embed"): return 0
-    if name.startswith("blocks."): return int(name.split(".")[1]) + 1
+_EMBED = ("patch_embed", "stem.", "blocks1.", "blocks2.")   # ViT's / HiViT's / ConViT's parts before the blocks: layer 0
+
+def _layer_id(name: str, num_layers: int, offsets=None) -> int:
+    "Layer of parameter `name`: 0 for the embedding (and stems), block `i` -> `i + 1`, the rest (norm, head) `num_layers`."
+    if name in ("cls_token", "pos_embed", "reg_token", "dist_token", "mask_token") or name.startswith(_EMBED): return 0
+    p = name.split(".")
+    if p[0] in ("blocks", "rel_pos"): return int(p[1]) + 1
+    if p[0] == "layers" and offsets is not None:   # Swin: stage i's block j is block offsets[i] + j; its downsampling goes with block 0
+        return offsets[int(p[1])] + (int(p[3]) if p[2] == "blocks" else 0) + 1
     return num_layers
+
+def _block_offsets(model):
+    "Swin: the index of each stage's first block in the whole model (None for models with `blocks`)."
+    if hasattr(model, "blocks") or not hasattr(model, "layers"): return None
+    out, n = [], 0
+    for layer in model.layers: out.append(n); n += len(layer.blocks)
+    return out
 
 def param_groups_lrd(model, weight_decay: float = 0.05, layer_decay: float = 0.75, no_weight_decay=()) -> list:
     "MAE's layer-wise lr decay groups (see above): `[{'lr_scale', 'weight_decay', 'params'}, ...]`."
-    num_layers = len(model.blocks) + 1
+    offsets = _block_offsets(model)
+    num_layers = (len(model.blocks) if offsets is None else sum(len(l.blocks) for l in model.layers)) + 1
     no_wd, groups = set(no_weight_decay), {}
     for n, p in model.named_parameters():
         if not p.requires_grad: continue
         decay = not (p.ndim == 1 or n in no_wd)
-        lid = _layer_id(n, num_layers)
+        lid = _layer_id(n, num_layers, offsets)
         g = groups.setdefault((lid, decay), dict(lr_scale=layer_decay ** (num_layers - lid), weight_decay=weight_decay if decay else 0.0, params=[]))
         g["params"].append(p)
     return list(groups.values())
@@ -316,19 +335,20 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
 def removal_schedule(encoder, frac: float, compressor: str = "tm") -> list[int]:
     "Per-block counts removing as many tokens as MIM masks at `frac` (`P - int(P (1 - frac))`), in the encoder's bottleneck blocks."
     from smrnb.models import bottleneck_blocks, spread_counts, fit_counts
-    depth, P = len(encoder.blocks), encoder.patch_embed.num_patches
+    if not hasattr(encoder, "blocks"): raise ValueError(f"{type(encoder).__name__} does not compress (no one-token-per-patch stage)")
+    depth, P, p = len(encoder.blocks), encoder.num_patches, encoder.num_prefix_tokens
     blocks = bottleneck_blocks(depth)
     counts = [0] * depth
     for b, r in zip(blocks, spread_counts(P - int(P * (1 - frac)), [1] * len(blocks))): counts[b - 1] = r
-    return fit_counts(counts, P + 1, compressor)
+    return fit_counts(counts, P + p, compressor, class_token=p == 1)
 
 @torch.no_grad()
 def compactness(model, loader, fractions=(0.25, 0.5, 0.75), compressor: str | None = None, device="cpu", seed: int = 0):
     "Mean reconstruction loss per (task, fraction of tokens removed) for a `Pretrainer`: a list of dicts."
-    from smrnb.pretrain import recon_loss, random_masking
+    from smrnb.pretrain import recon_loss, random_masking, batch_masking
     m = copy.deepcopy(model).eval().to(device)
     enc, c = m.encoder, m.cfg
-    P = enc.patch_embed.num_patches
+    P = enc.num_patches
     comp = compressor or enc.cfg.method
     rows = []
     for frac in fractions:
@@ -342,7 +362,7 @@ def compactness(model, loader, fractions=(0.25, 0.5, 0.75), compressor: str | No
                 x = x.to(device)
                 keep = mask = None
                 if task == "mim":   # the model's own input masking: dropped (MAE) or replaced by its mask token (BEiT)
-                    keep, mask = random_masking(x.shape[0], P, frac, g, device)
+                    keep, mask = (batch_masking if c.input_mask == "batch" else random_masking)(x.shape[0], P, frac, g, device)
                     if c.input_mask == "token": keep = None
                     else: mask = None
                 out = enc.forward_features(x, keep=keep, mask=mask, mask_token=getattr(m, "mask_token", None), generator=g)

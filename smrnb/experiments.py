@@ -15,10 +15,11 @@ from .tiny import tiny_config
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE',
-           'TINY_ARCH', 'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_FILE', 'EXPERIMENTS', 'RUN_ID_SKIP',
-           'TINY_EVALUATE', 'Variant', 'Experiment', 'toy_teacher_kw', 'tiny_recipe', 'scale_count', 'scale_schedule',
-           'tiny_overrides', 'check_schedule', 'published', 'get_experiment', 'list_experiments', 'check_overrides',
-           'check_amendments', 'parse_overrides', 'variant_config', 'run_id', 'run_configs', 'paper_numbers']
+           'TINY_ARCH', 'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_FILE', 'GREENMIM_RECIPE',
+           'GREENMIM_FINETUNE', 'EXPERIMENTS', 'RUN_ID_SKIP', 'TINY_EVALUATE', 'Variant', 'Experiment',
+           'toy_teacher_kw', 'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule',
+           'published', 'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments', 'parse_overrides',
+           'variant_config', 'run_id', 'run_configs', 'paper_numbers']
 
 # %% ../nbs/13_experiments.ipynb #c006
 EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "none")
@@ -34,6 +35,7 @@ class Variant:
     paper: dict | None = None    # {"table", "row", "metric", "value"} (+ "note", "more": {metric: value}); None: no number
     at_scale: dict = field(default_factory=dict)   # extra overrides at one scale only: {"paper": {...}, "tiny": {...}}
     note: str = ""
+    finetune: dict = field(default_factory=dict)   # this row's fine-tuning recipe over Table 6's ViT-B one (paper scale), e.g. layer_decay
 
     def __post_init__(self):
         if not _SAFE.fullmatch(self.name): raise ValueError(f"variant name {self.name!r} is not filesystem-safe (letters, digits, _ . -)")
@@ -109,7 +111,7 @@ def _notation(per: list, like) -> Union[str, list, None]:
     return "-".join(str(b) for b, _ in nz) + ":" + "-".join(str(r) for _, r in nz)
 
 def scale_schedule(spec, ratio: float = 64 / 196, depth_from: int = 12, depth_to: int | None = None,
-                   n_tokens: int | None = None, method: str = "tm"):
+                   n_tokens: int | None = None, method: str = "tm", class_token: bool = True):
     "The schedule `spec` (for `depth_from` blocks) at another scale: blocks mapped, counts scaled with the total kept, fitted to `n_tokens`."
     if spec is None or spec == "default": return spec
     if isinstance(spec, str) and spec.replace(" ", "").lower() in ("", "none", "0"): return None
@@ -120,25 +122,25 @@ def scale_schedule(spec, ratio: float = 64 / 196, depth_from: int = 12, depth_to
     out = [0] * depth_to
     for b, r in zip(range(1, depth_from + 1), spread_counts(total, per)):
         out[math.ceil(b * depth_to / depth_from) - 1] += r
-    if n_tokens is not None: out = fit_counts(out, n_tokens, method)
+    if n_tokens is not None: out = fit_counts(out, n_tokens, method, class_token)
     return _notation(out, spec)
 
 # %% ../nbs/13_experiments.ipynb #c017
-def _num_patches(arch: str, img_size: int) -> tuple[int, int]:
-    a = resolve_arch(arch)
-    p = a["patch_size"]
-    if img_size % p: raise ValueError(f"img_size {img_size} is not divisible by {arch}'s patch size {p}")
-    return a["depth"], (img_size // p) ** 2
+def _num_patches(arch: str, img_size: int) -> tuple[int, int, bool]:
+    "The blocks a schedule addresses, the patch positions and whether there is a class token (`smrnb.encoders.arch_geometry`)."
+    from smrnb.encoders import arch_geometry
+    g = arch_geometry(arch, img_size)
+    return g["depth"], g["num_patches"], g["class_token"]
 
 def tiny_overrides(paper: dict, ratio: float = 64 / 196, depth_from: int = 12, depth_to: int | None = None,
-                   n_tokens: int | None = None) -> dict:
+                   n_tokens: int | None = None, class_token: bool = True) -> dict:
     "The tiny-scale overrides of a variant whose paper-scale choices are `paper` (the rules above)."
     d = {k: v for k, v in paper.items() if k in SCALE_FREE}
     method = d.get("method", "smr")
     if method not in METHOD_DEFAULTS: raise ValueError(f"unknown method {method!r}; valid options: {', '.join(METHOD_DEFAULTS)}")
     sched = d.get("schedule", "default")
     if sched == "default": sched = METHOD_DEFAULTS[method]["schedule"]
-    d["schedule"] = scale_schedule(sched, ratio, depth_from, depth_to, n_tokens, d.get("compressor", "tm"))
+    d["schedule"] = scale_schedule(sched, ratio, depth_from, depth_to, n_tokens, d.get("compressor", "tm"), class_token)
     if (d.get("target") or METHOD_DEFAULTS[method]["target"]) == "clip":
         d["target"], d["target_kw"] = "frozen", toy_teacher_kw()
     d["epochs"] = max(1, round(d.get("epochs", TrainConfig.epochs) / TINY_DIVISOR))
@@ -148,8 +150,10 @@ def tiny_overrides(paper: dict, ratio: float = 64 / 196, depth_from: int = 12, d
 def check_schedule(cfg: TrainConfig) -> list[int]:
     "Token counts of `cfg`'s encoder per block (`ValueError` if its schedule does not fit the architecture)."
     c = cfg.resolved()
-    depth, P = _num_patches(c.arch, c.img_size)
-    return token_counts(parse_schedule(c.schedule, depth), P + 1, c.compressor)
+    depth, P, cls = _num_patches(c.arch, c.img_size)
+    if depth == 0 and c.schedule is not None and any(parse_schedule(c.schedule, 10**6)):
+        raise ValueError(f"{c.arch} does not compress (Swin's tokens change size by stage): schedule must be None; pre-train it with method='greenmim'")
+    return token_counts(parse_schedule(c.schedule, depth), P + int(cls), c.compressor, cls)
 
 # %% ../nbs/13_experiments.ipynb #c020
 def published(table: str, row: str, value: float, metric: str = "top1_finetune", note: str | None = None, **more) -> dict:
@@ -186,6 +190,23 @@ _T2 = [
     Variant("beitv2_300", dict(method="mim_sd", epochs=300),
             paper=published("2", "BEiT-v2 ViT-B CLIP-B 300", 85.0, note="the prose's '0.3%' margin of SMR (85.4) implies 85.1"),
             note="BEiT-v2-like: MIM + whitened CLIP-B features; " + _EMA_NOTE),
+]
+# Table 2's hierarchical rows: SMR's HiViT-B (3-3-24, 79M) and ConvMAE's ConViT-B; at tiny scale hivit_toy / convit_toy
+# (smrnb.encoders.TINY_ARCHS). BEiT-v2's rows need mask tokens, which these encoders refuse (their stems would see the
+# masked pixels' neighbours); they stay quoted.
+_HIV, _CNV = dict(arch="hivit_base_3324", epochs=300), dict(arch="convit_base", epochs=300)
+_FT_HIV, _FT_CNV = dict(layer_decay=0.85), dict(layer_decay=0.75)   # Table 6's HiViT-B / ConvViT-E columns (the rest as ViT-B)
+_T2 += [
+    Variant("hivit_mae", finetune=_FT_HIV, config=dict(_MAE, **_HIV), paper=published("2", "HiViT HiViT-B pixel 300", 84.6), at_scale=_MAE_AT,
+            note="MAE on HiViT: the stem runs on the visible patches only (MAE's recipe)"),
+    Variant("hivit_fdclip300", finetune=_FT_HIV, config=dict(method="sd", **_HIV), paper=published("2", "FD-CLIP† HiViT-B CLIP-B 300", 85.4), note=_EMA_NOTE),
+    Variant("hivit_smr300", finetune=_FT_HIV, config=_smr(**_HIV), paper=published("2", "SMR HiViT-B CLIP-B 300", 85.7),
+            note="25x4 in HiViT's attention stage (its first 4 of 24 blocks); " + _EMA_NOTE),
+    Variant("convmae", finetune=_FT_CNV, config=dict(_MAE, **_CNV), paper=published("2", "ConvMAE ConViT-B pixel 300", 85.0), at_scale=_MAE_AT,
+            note="ConvMAE-style: masked convolution, visible tokens only; without ConvMAE's multi-scale fusion"),
+    Variant("convit_fdclip300", finetune=_FT_CNV, config=dict(method="sd", **_CNV), paper=published("2", "FD-CLIP† ConViT-B CLIP-B 300", 85.5), note=_EMA_NOTE),
+    Variant("convit_smr300", finetune=_FT_CNV, config=_smr(**_CNV), paper=published("2", "SMR ConViT-B CLIP-B 300", 85.7),
+            note="25x4 in ConViT's transformer stage (its first 4 of 11 blocks); " + _EMA_NOTE),
 ]
 
 # %% ../nbs/13_experiments.ipynb #c024
@@ -243,6 +264,15 @@ _T1 = [Variant("smr", _smr(), evaluate="complexity", paper=published("1", "SMR",
        Variant("beit", dict(method="mim_sd"), evaluate="complexity",
                paper=published("1", "BEiT", 15.6, "minutes_per_epoch", note="BEiT v1 (DALL-E tokenizer) measured; we time mim_sd",
                        memory_gb_per_gpu=18.7, top1_finetune=83.2))]
+# GreenMIM (seed 002) §4 pre-training setup: Swin-B at 224 (patch 4), 75% masked per micro-batch, 1-block decoder at 512,
+# norm-pix at the last stage's 32 px, batch 2048, AdamW blr 1.5e-4 (x batch/256), betas (0.9, 0.999), wd 0.05, 40 warm-up epochs
+GREENMIM_RECIPE = dict(arch="swin_base", batch_size=2048, blr=1.5e-4, betas=(0.9, 0.999), weight_decay=0.05, warmup_epochs=40,
+                       min_lr=0.0, drop_path=0.0)
+# its fine-tuning (§4): 100 epochs, 20 warm-up, blr 1.25e-4, wd 0.05, layer decay 0.9, drop path 0.2 (Swin-B), BEiT's augmentation
+GREENMIM_FINETUNE = dict(epochs=100, warmup_epochs=20, blr=1.25e-4, weight_decay=0.05, layer_decay=0.9, drop_path=0.2)
+_GM = [Variant("greenmim800", finetune=GREENMIM_FINETUNE, config=dict(method="greenmim", epochs=800), paper=published("GreenMIM-2", "Ours Swin-B 800", 83.8,
+               note="GreenMIM's Table 2 (seed 002 L223): fine-tuned 100 epochs"),
+               note="Swin-B, visible patches only with optimal grouping; tiny scale: swin_toy (32 px, last-stage tokens of 8 px)")]
 _T8 = [Variant("sd", dict(method="sd"), evaluate="complexity", paper=published("8", "baseline (SD), ViT-B", 17.6, "gmacs")),
        Variant("smr", _smr(), evaluate="complexity", paper=published("8", "SMR, ViT-B", 12.8, "gmacs"))]
 
@@ -273,6 +303,9 @@ EXPERIMENTS = {e.name: e for e in [
     _exp("smr_table1", "1", "Pre-training time and memory of SMR, MAE and BEiT(-like) on ViT-B, 8 GPUs x 128 images: a 200-step "
          "timing run each (images/s, peak memory)." + _TINY_NOTE, _T1, paper=dict(epochs=300, batch_size=1024, max_steps=200),
          tiny=dict(max_steps=10), res=dict(timeout_min=60), tiny_res=dict(timeout_min=20)),
+    _exp("greenmim_swin", "GreenMIM-2", "GreenMIM (seed 002): Swin-B pre-trained on the visible patches only (one mask per "
+         "micro-batch, optimal grouping, group window attention), 800 epochs, ImageNet-1K fine-tuning." + _TINY_NOTE +
+         " Swin -> swin_toy.", _GM, paper=dict(GREENMIM_RECIPE, epochs=800), tiny=dict(arch="swin_toy")),
     _exp("smr_table8", "8", "Pre-training FLOPs of ViT-B: SD baseline vs SMR 25x4 (teacher not counted); analytic GMACs plus a "
          "short timing run on one GPU." + _TINY_NOTE, _T8, paper=dict(epochs=300, batch_size=128, max_steps=50),
          tiny=dict(max_steps=5), res=dict(gpus_per_node=1, cpus_per_task=10, mem_gb=64, timeout_min=30), tiny_res=dict(timeout_min=20)),
@@ -335,8 +368,8 @@ def parse_overrides(items, amend: bool = False) -> dict:
     return check_amendments(out) if amend else check_overrides(out)
 
 # %% ../nbs/13_experiments.ipynb #c037
-def _patches(cfg: dict) -> int:
-    return _num_patches(cfg.get("arch", TrainConfig.arch), cfg.get("img_size", TrainConfig.img_size))[1]
+def _geometry(cfg: dict) -> tuple[int, int, bool]:
+    return _num_patches(cfg.get("arch", TrainConfig.arch), cfg.get("img_size", TrainConfig.img_size))
 
 def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
     "The overrides (on `TrainConfig`'s defaults) of variant `v` of `exp` at `scale`, before user overrides."
@@ -347,9 +380,14 @@ def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
         if (d.get("target") or METHOD_DEFAULTS.get(method, {}).get("target")) == "clip" and not d.get("target_kw"):
             d["target_kw"] = dict(CLIP_B)
     else:
-        pb, tb = exp.base["paper"], exp.base["tiny"]
-        (dp, pp), (dt, pt) = (_num_patches(b.get("arch", TrainConfig.arch), b.get("img_size", TrainConfig.img_size)) for b in (pb, tb))
-        d = {**tb, **tiny_overrides({**pb, **v.config}, pt / pp, dp, dt, pt + 1)}
+        from smrnb.encoders import arch_family, TINY_ARCHS
+        pb = {**exp.base["paper"], **v.config}
+        tb = {**exp.base["tiny"], **v.at_scale.get("tiny", {})}
+        fam = arch_family(pb.get("arch", TrainConfig.arch))
+        if fam != arch_family(tb.get("arch", TrainConfig.arch)):   # a HiViT row at paper scale is a HiViT row at tiny scale
+            tb["arch"] = TINY_ARCHS[fam]
+        (dp, pp, _), (dt, pt, cls) = _geometry(pb), _geometry(tb)
+        d = {**tb, **tiny_overrides(pb, pt / pp, dp, dt, pt + int(cls), cls)}
     return {**d, **v.at_scale.get(scale, {})}
 
 RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing", "fsdp")   # keys that do not change what a run computes: not part of its id
@@ -382,7 +420,7 @@ def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "run
         cfg["run_dir"] = f"{root}/{scale}/{exp.name}/{rid}"
         ev = TINY_EVALUATE.get(v.evaluate, v.evaluate) if scale == "tiny" else v.evaluate
         out.append(dict(variant=v.name, seed=cfg["seed"], run_id=rid, config=cfg, evaluate=ev, paper=v.paper,
-                        resources=dict(exp.resources[scale])))
+                        resources=dict(exp.resources[scale]), eval_kw=dict(v.finetune) if ev == "finetune" else {}))
     return out
 
 # %% ../nbs/13_experiments.ipynb #c043

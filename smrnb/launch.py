@@ -276,16 +276,20 @@ def choose_cluster(scale: str, cluster: str | None, dry_run: bool = False) -> tu
 def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = True) -> tuple[float, str]:
     "Estimated bytes of the activations one process keeps for backward over `batch` images at `stage` (pretrain|finetune), and what is counted."
     from smrnb.train import TrainConfig
-    from smrnb.complexity import ViTShape, encoder_cost, block_table
+    from smrnb.complexity import ViTShape, encoder_cost, block_table, hier_shape
+    from smrnb.encoders import arch_family
     c = TrainConfig.from_dict(config).resolved()
-    s = ViTShape.from_arch(c.arch, c.img_size)
+    fam = arch_family(c.arch)
+    if fam == "swin": return float("nan"), f"not estimated for {c.arch} (no activation model for Swin yet)"
+    s = ViTShape.from_arch(c.arch, c.img_size) if fam == "vit" else hier_shape(c.arch, c.img_size)   # HiViT/ConViT: the attention stage
     bpe = BF16_ACT_BYTES if bf16 else 4
     if stage == "finetune":
         return encoder_cost(s, None, bytes_per_elem=1).act_bytes * bpe * batch, f"encoder {c.arch} {c.img_size}px, no compression"
     if stage != "pretrain": raise ValueError(f"unknown stage {stage!r}; valid options: pretrain, finetune")
     e = encoder_cost(s, c.schedule, c.compressor, c.placement, prop_attn=c.prop_attn, bytes_per_elem=1)
     elems, n_out = e.act_bytes, e.counts[-1]
-    what = [f"encoder {c.arch} {c.img_size}px" + (f" schedule {c.schedule} {c.compressor}" if c.schedule else "")]
+    what = [f"encoder {c.arch} {c.img_size}px" + (f" schedule {c.schedule} {c.compressor}" if c.schedule else "")
+            + ("" if fam == "vit" else " (attention stage only; the stem is not counted)")]
     D, P, N, cls = s.embed_dim, s.num_patches, s.num_tokens, int(s.class_token)
     if c.input_mask == "drop":                  # the encoder sees the kept patches: its blocks scale with the tokens
         keep = int(P * (1 - c.mask_ratio)); f = (keep + cls) / N; img = s.in_chans * s.img_size ** 2
@@ -364,7 +368,8 @@ def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs
         if runs_root is not None:
             r["config"]["run_dir"] = str(Path(runs_root) / scale / exp_name / r["run_id"])
         if amend: r["config"].update(amend); r["amend"] = True      # after the run id: the amended run keeps its directory
-        r["eval_kw"] = check_eval_kw(r["evaluate"], {**EVAL_DEFAULTS[scale].get(r["evaluate"], {}), **(eval_overrides or {})})
+        r["eval_kw"] = check_eval_kw(r["evaluate"], {**EVAL_DEFAULTS[scale].get(r["evaluate"], {}), **r.get("eval_kw", {}),   # the row's recipe
+                                                     **(eval_overrides or {})})
         r["state"], r["detail"] = run_state(r["config"]["run_dir"], r["evaluate"], r["eval_kw"])
         r["busy"] = run_busy(r["config"]["run_dir"]) if r["state"] != "done" else None
     return runs
@@ -380,6 +385,7 @@ def _resources(p: dict) -> str:
 
 def _mem_line(r: dict, stage: str, per: int, p: dict, bf16: bool, gpu_mem_gb: float, warnings: list, fix: str) -> str:
     b, what = act_memory(r["config"], per, stage, bf16)
+    if b != b: return f"      activations: {what}"   # NaN: no estimate
     gib, unit = b / 2**30, "GPU" if p["gpus_per_node"] else "process"
     line = f"      activations: ~{gib:.1f} GiB per {unit} ({per} images; {what}; {'bf16' if bf16 else 'fp32 (amp off)'})"
     if not p["gpus_per_node"]: return line + "; a CPU job: no GPU memory check"

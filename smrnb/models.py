@@ -17,8 +17,8 @@ from .compress import METHODS, TokenState, compress, max_removable, owner_from_s
 
 # %% auto #0
 __all__ = ['PRESETS', 'ALIASES', 'parse_schedule', 'token_counts', 'spread_counts', 'fit_counts', 'bottleneck_blocks',
-           'CompressedAttention', 'CompressionConfig', 'CompressedBlock', 'EncoderOutput', 'CompressedViT',
-           'resolve_arch', 'unknown_name', 'from_preset', 'timm_equivalent', 'create_encoder']
+           'CompressedAttention', 'CompressionConfig', 'CompressedBlock', 'compress_blocks', 'EncoderOutput',
+           'CompressedViT', 'resolve_arch', 'unknown_name', 'from_preset', 'timm_equivalent', 'create_encoder']
 
 # %% ../nbs/02_models.ipynb #c006
 def parse_schedule(spec, depth: int) -> list[int]:
@@ -158,6 +158,19 @@ class CompressedBlock(Block):
         return compress(cfg.method, s.x, r, metric=metric, attn=cls_attn, size=s.size, source=s.source, owner=s.owner,
                         class_token=cfg.class_token, generator=generator, split=cfg.split)
 
+def compress_blocks(blocks, schedule: Sequence[int], cfg: CompressionConfig, s: TokenState, generator=None,
+                    ckpt: bool = False) -> tuple[TokenState, list]:
+    "`CompressedBlock`s on the state `s`, block `i` removing `schedule[i]` tokens: the final state and the count entering and after each block."
+    if ckpt and generator is not None and cfg.method == "rd":
+        raise ValueError("gradient checkpointing replays the global RNG only: pass generator=None with rd")
+    counts, sized = [s.n], False
+    for blk, r in zip(blocks, schedule):
+        if ckpt: s = checkpoint(blk.forward_state, s, r, cfg, sized, generator, use_reentrant=False)
+        else: s = blk.forward_state(s, r, cfg, sized, generator)
+        sized = sized or (r > 0 and cfg.method in ("tm", "itf"))   # proportional attention once tokens have sizes
+        counts.append(s.n)
+    return s, counts
+
 # %% ../nbs/02_models.ipynb #c018
 @dataclass
 class EncoderOutput:
@@ -187,6 +200,15 @@ class CompressedViT(VisionTransformer):
 
     @property
     def num_tokens(self) -> int: return self.patch_embed.num_patches + self.num_prefix_tokens
+    # the geometry every smrnb encoder shares (HiViT, ConViT, Swin too): what the decoder and the targets need
+    @property
+    def num_patches(self) -> int: return self.patch_embed.num_patches
+    @property
+    def grid_size(self) -> tuple: return tuple(self.patch_embed.grid_size)
+    @property
+    def patch_size(self) -> int: return self.patch_embed.patch_size[0]
+    @property
+    def num_heads(self) -> int: return self.blocks[0].attn.num_heads
 
     def set_schedule(self, schedule, compressor: Optional[str] = None):
         "Set (and check) the compression schedule and optionally the compressor; `None` removes the compressors."
@@ -209,15 +231,7 @@ class CompressedViT(VisionTransformer):
             p = self.num_prefix_tokens
             s = take(s, torch.cat([torch.arange(p, device=keep.device).expand(keep.shape[0], p), keep + p], 1))
         s = s.with_x(self.norm_pre(self.patch_drop(s.x)))
-        counts, sized = [s.n], False
-        ckpt = self.grad_checkpointing and torch.is_grad_enabled()
-        if ckpt and generator is not None and self.cfg.method == "rd":
-            raise ValueError("gradient checkpointing replays the global RNG only: pass generator=None with rd")
-        for blk, r in zip(self.blocks, self.schedule):
-            if ckpt: s = checkpoint(blk.forward_state, s, r, self.cfg, sized, generator, use_reentrant=False)
-            else: s = blk.forward_state(s, r, self.cfg, sized, generator)
-            sized = sized or (r > 0 and self.cfg.method in ("tm", "itf"))
-            counts.append(s.n)
+        s, counts = compress_blocks(self.blocks, self.schedule, self.cfg, s, generator, self.grad_checkpointing and torch.is_grad_enabled())
         owner = s.owner if s.owner is not None else owner_from_source(s.source)
         return EncoderOutput(self.norm(s.x), s.size, owner, counts)
 
@@ -274,7 +288,10 @@ def timm_equivalent(arch: str, **overrides) -> tuple[str, dict]:
     skip = {"schedule", "compressor", "placement", "prop_attn", "split"}
     return name, {**cfg, **{k: v for k, v in overrides.items() if k not in skip}}
 
-def create_encoder(arch: str, schedule=None, compressor: str = "tm", **kwargs) -> CompressedViT:
-    "Build a compressed ViT encoder from a preset; `kwargs` override the preset (img_size, num_classes, ...)."
+def create_encoder(arch: str, schedule=None, compressor: str = "tm", **kwargs):
+    """Build an encoder from a preset; `kwargs` override the preset (img_size, num_classes, ...). A ViT preset gives a
+    `CompressedViT`; a HiViT, ConViT or Swin preset the encoder of `smrnb.encoders` (same protocol)."""
+    from smrnb.encoders import arch_family, create_hier_encoder
+    if arch_family(arch) != "vit": return create_hier_encoder(arch, schedule, compressor, **kwargs)   # (an unknown name raises here)
     cfg = resolve_arch(arch); cfg.pop("timm")
     return CompressedViT(schedule=schedule, compressor=compressor, **{**cfg, **kwargs})

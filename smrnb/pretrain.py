@@ -14,7 +14,7 @@ from .decoder import Decoder
 from .targets import make_target
 
 # %% auto #0
-__all__ = ['METHOD_DEFAULTS', 'recon_loss', 'random_masking', 'PretrainConfig', 'Pretrainer']
+__all__ = ['METHOD_DEFAULTS', 'recon_loss', 'random_masking', 'batch_masking', 'PretrainConfig', 'Pretrainer']
 
 # %% ../nbs/09_pretrain.ipynb #c006
 def recon_loss(pred, target, kind: str = "mse", beta: float = 2.0, mask=None) -> torch.Tensor:
@@ -38,12 +38,24 @@ def random_masking(B: int, P: int, ratio: float, generator=None, device=None):
     mask = torch.ones(B, P, dtype=torch.bool, device=device).scatter(1, keep, False)
     return keep, mask
 
+def batch_masking(B: int, P: int, ratio: float, generator=None, device=None):
+    "GreenMIM's masking: one random mask for the whole batch (`keep` rows equal), as `random_masking` returns them."
+    if not 0 <= ratio < 1: raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
+    n_keep = int(P * (1 - ratio))
+    g = generator if generator is not None and generator.device.type == "cpu" else None   # drawn on the host: GreenMIM groups on it
+    keep = torch.randperm(P, generator=g)[:n_keep].sort().values.to(device)
+    mask = torch.ones(P, dtype=torch.bool, device=device).scatter(0, keep, False)
+    return keep.expand(B, -1), mask.expand(B, -1)
+
 # %% ../nbs/09_pretrain.ipynb #c013
 METHOD_DEFAULTS = {
     "smr":    dict(schedule="25x4", input_mask="none", mask_ratio=0.0, target="clip", loss_on="all", decoder_depth=2),
     "mae":    dict(schedule=None, input_mask="drop", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=8),
     "sd":     dict(schedule=None, input_mask="none", mask_ratio=0.0, target="clip", loss_on="all", decoder_depth=0),
     "mim_sd": dict(schedule=None, input_mask="token", mask_ratio=0.4, target="clip", loss_on="masked", decoder_depth=0),
+    # GreenMIM (Swin): one mask per batch at the coarsest grid, visible patches only, norm-pix at the last stage's 32 px, 1 block at 512
+    "greenmim": dict(schedule=None, input_mask="batch", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=1,
+                     decoder_width=512, decoder_heads=16),
 }
 
 @dataclass
@@ -57,7 +69,7 @@ class PretrainConfig:
     placement: str = "mlp"
     prop_attn: bool = True
     drop_path: float = 0.1
-    input_mask: str | None = None       # none | drop (MAE) | token (BEiT)
+    input_mask: str | None = None       # none | drop (MAE) | token (BEiT) | batch (GreenMIM: one dropped mask for the whole batch)
     mask_ratio: float | None = None
     target: str | None = None           # clip | pixel | ema | frozen (a teacher file: the tiny paper's fixed teacher)
     target_kw: dict = field(default_factory=dict)   # e.g. {"model_name": "ViT-B-16", "checkpoint": "..."}
@@ -79,10 +91,10 @@ class PretrainConfig:
                 if d[k] == "default": d[k] = v
             elif d[k] is None: d[k] = v
         if d["loss"] is None: d["loss"] = "mse" if d["target"] == "pixel" else "smooth_l1"
-        for k, ok in (("input_mask", ("none", "drop", "token")), ("loss_on", ("all", "masked")), ("target", ("clip", "pixel", "ema", "frozen"))):
+        for k, ok in (("input_mask", ("none", "drop", "token", "batch")), ("loss_on", ("all", "masked")), ("target", ("clip", "pixel", "ema", "frozen"))):
             if d[k] not in ok: raise ValueError(f"unknown {k} {d[k]!r}; valid options: {', '.join(ok)}")
         if d["input_mask"] != "none" and not 0 < d["mask_ratio"] < 1: raise ValueError(f"input_mask={d['input_mask']} needs 0 < mask_ratio < 1")
-        if d["loss_on"] == "masked" and d["input_mask"] == "none": raise ValueError("loss_on='masked' needs input masking (input_mask drop or token)")
+        if d["loss_on"] == "masked" and d["input_mask"] == "none": raise ValueError("loss_on='masked' needs input masking (input_mask drop, token or batch)")
         return type(self)(**d)
 
     @classmethod
@@ -103,12 +115,12 @@ class Pretrainer(nn.Module):
         self.cfg = cfg = cfg.resolved()
         self.encoder = create_encoder(cfg.arch, cfg.schedule, cfg.compressor, img_size=cfg.img_size,
                                       placement=cfg.placement, prop_attn=cfg.prop_attn, drop_path_rate=cfg.drop_path)
-        self.patch_size = self.encoder.patch_embed.patch_size[0]
+        enc = self.encoder                   # any smrnb encoder (ViT, HiViT, ConViT, Swin): the geometry below is their protocol
+        self.patch_size = enc.patch_size     # pixels per position the decoder fills and the target is cut into
         self.target = target if target is not None else self._make_target()
-        D = self.encoder.embed_dim
-        self.decoder = Decoder(self.encoder.patch_embed.grid_size, D, self.target_dim, width=cfg.decoder_width or D,
-                               depth=cfg.decoder_depth, num_heads=cfg.decoder_heads or self.encoder.blocks[0].attn.num_heads,
-                               fill=cfg.fill, class_token=self.encoder.cfg.class_token)
+        D = enc.embed_dim
+        self.decoder = Decoder(enc.grid_size, D, self.target_dim, width=cfg.decoder_width or D, depth=cfg.decoder_depth,
+                               num_heads=cfg.decoder_heads or enc.num_heads, fill=cfg.fill, class_token=enc.num_prefix_tokens == 1)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.input_mask == "token" else None
         if self.mask_token is not None: nn.init.trunc_normal_(self.mask_token, std=0.02)
 
@@ -128,10 +140,11 @@ class Pretrainer(nn.Module):
 
     def forward(self, imgs, generator=None) -> dict:
         c, B = self.cfg, imgs.shape[0]
-        P = self.encoder.patch_embed.num_patches
+        P = self.encoder.num_patches
         keep = mask = None
-        if c.input_mask != "none": keep, mask = random_masking(B, P, c.mask_ratio, generator, imgs.device)
-        out = self.encoder.forward_features(imgs, generator, keep=keep if c.input_mask == "drop" else None,
+        if c.input_mask == "batch": keep, mask = batch_masking(B, P, c.mask_ratio, generator, imgs.device)
+        elif c.input_mask != "none": keep, mask = random_masking(B, P, c.mask_ratio, generator, imgs.device)
+        out = self.encoder.forward_features(imgs, generator, keep=keep if c.input_mask in ("drop", "batch") else None,
                                             mask=mask if c.input_mask == "token" else None, mask_token=self.mask_token)
         pred = self.decoder(out.x, out.owner)
         with torch.no_grad(): tgt = self.target(imgs)

@@ -64,3 +64,25 @@ def test_local_preemption_requeues_and_resumes_to_the_same_weights(tmp_path, toy
     a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "requeued/checkpoints/last.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_hierarchical_rows_and_greenmim_run_through_the_launcher(tmp_path, toy):
+    """Table 2's HiViT / ConViT rows (SMR compressing their attention stage, MAE / ConvMAE, FD-CLIP) and GreenMIM's Swin
+    pre-train and evaluate at tiny scale through slurm/launch.py, each on its family's tiny student."""
+    for exp in ("smr_table2", "greenmim_swin"):
+        r = run("--exp", exp, "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy))
+        assert r.returncode == 0, r.stdout + r.stderr
+    want = {"hivit_smr300": ("hivit_toy", "smr"), "hivit_mae": ("hivit_toy", "mae"), "hivit_fdclip300": ("hivit_toy", "sd"),
+            "convit_smr300": ("convit_toy", "smr"), "convmae": ("convit_toy", "mae"), "greenmim800": ("swin_toy", "greenmim")}
+    for variant, (arch, method) in want.items():
+        (d,) = tmp_path.glob(f"tiny/*/{variant}-*")
+        c = json.loads((d / "config.json").read_text())["config"]
+        assert (c["arch"], c["method"]) == (arch, method), (variant, c["arch"], c["method"])
+        ev = json.loads((d / "eval.json").read_text())
+        assert 0 <= ev["linear_probe"] <= 1, (variant, ev)
+        loss = [json.loads(l)["loss"] for l in (d / "metrics.jsonl").read_text().splitlines()]
+        assert loss and all(x == x and x < 1e3 for x in loss), (variant, loss)
+    c = json.loads(next(tmp_path.glob("tiny/smr_table2/hivit_smr300-*/config.json")).read_text())["config"]
+    assert c["schedule"] == "1-2:17-16"              # 25x4 in blocks 1-4 of 24 -> blocks 1-2 of 12, 100 x 64/196 tokens
+    r = run("--exp", "greenmim_swin", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    assert r.returncode == 0 and "layer decay 0.9" in r.stdout and "swin_base" in r.stdout, r.stdout + r.stderr

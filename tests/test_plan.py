@@ -9,6 +9,9 @@ from conftest import run
 
 PAPER = dict(nodes=1, tasks_per_node=8, gpus_per_node=8, cpus_per_task=10, timeout_min=4320, mem_gb=480)
 
+from smrnb.experiments import EXPERIMENTS
+T2 = len(EXPERIMENTS["smr_table2"].variants)   # Table 2's rows: ViT-B, HiViT-B, ConViT-B (12)
+
 
 def _dry(tmp_path, *more):
     r = run("--exp", "smr_table2", "--scale", "paper", "--dry-run", "--runs-root", str(tmp_path), *more)
@@ -31,7 +34,7 @@ def test_paper_dry_run_shows_every_job_with_its_resources_batch_lr_and_memory(tm
     out = _dry(tmp_path, "--cluster", "slurm")
     assert "not launched" in out and "gpus_per_node" in out and "imagenet" in out.lower()      # the per-run lines stay
     jobs = _jobs(out)
-    assert len(jobs["pre-training"]) == 6 and len(jobs["evaluation"]) == 6, out
+    assert len(jobs["pre-training"]) == T2 and len(jobs["evaluation"]) == T2, out
     for job in jobs["pre-training"] + jobs["evaluation"]:
         text = "\n".join(job)
         assert "1 node x 8 GPUs, 8 tasks per node (8 processes), 10 CPUs per task, mem 480 GB, time limit 72:00:00" in job[0], text
@@ -56,10 +59,10 @@ def test_paper_dry_run_shows_every_job_with_its_resources_batch_lr_and_memory(tm
 def test_a_small_gpu_draws_a_warning(tmp_path):
     out = _dry(tmp_path, "--cluster", "slurm", "--gpu-mem-gb", "1")
     warn = [l for l in out.splitlines() if l.startswith("WARNING: ")]
-    assert len(warn) == 12, out                                             # 6 pre-training + 6 fine-tuning jobs
+    assert len(warn) == 2 * T2, out                                         # a pre-training and a fine-tuning job per row
     assert any("pretrain" in l and "exceed the GPU's 1 GiB (--gpu-mem-gb)" in l and "batch_size" in l for l in warn)
     assert any("finetune" in l and "accum_iter" in l for l in warn)
-    assert "12 WARNING(s)" in out.splitlines()[-1]
+    assert f"{2 * T2} WARNING(s)" in out.splitlines()[-1]
 
 
 def test_paper_scale_needs_an_explicit_cluster(tmp_path):
@@ -71,7 +74,7 @@ def test_paper_scale_needs_an_explicit_cluster(tmp_path):
     first, second = out.splitlines()[:2]
     assert "showing the plan for --cluster slurm" in first and "cluster=slurm" in second and '"mem_gb": 480' in second
     tiny = run("--exp", "smr_table2", "--dry-run", "--runs-root", str(tmp_path))   # tiny scale: local stays the default
-    assert tiny.returncode == 0 and tiny.stdout.splitlines()[0].startswith("6 runs, 6 to launch on cluster=local"), tiny.stdout
+    assert tiny.returncode == 0 and tiny.stdout.splitlines()[0].startswith(f"{T2} runs, {T2} to launch on cluster=local"), tiny.stdout
 
 
 def test_slurm_submits_evaluations_with_the_pretraining_resources(tmp_path, monkeypatch):
@@ -89,7 +92,7 @@ def test_slurm_submits_evaluations_with_the_pretraining_resources(tmp_path, monk
     monkeypatch.setattr(L, "make_executor", lambda cluster, folder, params: FakeExecutor(params))
     L.launch("smr_table2", "paper", "slurm", runs_root=str(tmp_path), file=io.StringIO())
     pre, evals = made[0], made[1:]
-    assert [j.stage for j, _ in pre.jobs] == ["pretrain"] * 6 and len(evals) == 6
+    assert [j.stage for j, _ in pre.jobs] == ["pretrain"] * T2 and len(evals) == T2
     ids = {j.config["run_dir"]: jid.job_id for j, jid in pre.jobs}
     for e in evals:
         (job, _), = e.jobs

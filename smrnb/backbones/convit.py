@@ -150,6 +150,8 @@ class ConViT(nn.Module):
 CONVIT_PRESETS = {
     "convit_base": dict(embed_dims=(256, 384, 768), depths=(2, 2, 11), num_heads=12),   # ConvMAE-B / SMR's ConViT-B
     "convit_test": dict(img_size=64, embed_dims=(16, 24, 32), depths=(1, 1, 2), num_heads=2),
+    # the tiny paper's ConViT: 4x4-pixel tokens at 32 px (the toy teacher's grid), two conv stages, 6 transformer blocks
+    "convit_toy":  dict(img_size=32, patch_sizes=(1, 2, 2), embed_dims=(16, 32, 64), depths=(1, 1, 6), num_heads=4),
 }
 
 def create_convit(arch: str = "convit_base", **kwargs) -> ConViT:

@@ -166,6 +166,9 @@ HIVIT_PRESETS = {
     "hivit_base":      dict(embed_dim=512, stem_depths=(4, 4), depth=20, num_heads=8),   # HiViT-B (HiViT paper), 66.4M
     "hivit_base_3324": dict(embed_dim=512, stem_depths=(3, 3), depth=24, num_heads=8),   # SMR's / iTPN's HiViT-B, 79M
     "hivit_test":      dict(img_size=64, embed_dim=32, stem_depths=(1, 1), depth=2, num_heads=2),
+    # the tiny paper's HiViT: the toy teacher's 8x8 grid of 4x4 patches at 32 px; 12 attention blocks, so that compressing
+    # in the first 2 leaves 10 after the bottleneck (SMR's HiViT-B compresses in 4 of 24)
+    "hivit_toy":       dict(img_size=32, patch_size=4, inner_patch=1, embed_dim=64, stem_depths=(1, 1), depth=12, num_heads=4),
 }
 
 def create_hivit(arch: str = "hivit_base", **kwargs) -> HiViT:

@@ -124,6 +124,8 @@ SWIN_PRESETS = {
     "swin_small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),    # Swin-S, 49.6M
     "swin_base":  dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),   # Swin-B, 87.8M (GreenMIM's main encoder)
     "swin_test":  dict(img_size=64, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4),
+    # the tiny paper's Swin: 32 px, stage grids 16/8/4 (windows of 4), last-stage tokens of 8x8 px (Swin-B's are 32x32)
+    "swin_toy":   dict(img_size=32, patch_size=2, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4),
 }
 
 def create_swin(arch: str = "swin_base", **kwargs) -> SwinEncoder:
