@@ -4,6 +4,7 @@
 
 # %% ../nbs/22_analysis.ipynb #c003
 from __future__ import annotations
+from contextlib import contextmanager
 from itertools import product
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -12,9 +13,9 @@ import torch
 import torch.nn as nn
 
 # %% auto #0
-__all__ = ['attention_entropy', 'patch_distances', 'attention_distance', 'capture_attention', 'capture_tokens', 'attention_stats',
-           'attention_frame', 'hsic_unbiased', 'linear_cka', 'MinibatchCKA', 'model_cka', 'token_diversity',
-           'plot_attention', 'plot_cka']
+__all__ = ['attention_entropy', 'patch_distances', 'attention_distance', 'attention_logits', 'capture_attention',
+           'capture_tokens', 'attention_stats', 'attention_frame', 'hsic_unbiased', 'linear_cka', 'MinibatchCKA',
+           'model_cka', 'token_diversity', 'plot_attention', 'plot_cka']
 
 # %% ../nbs/22_analysis.ipynb #c006
 def _patch_attn(attn: torch.Tensor, cls: bool = True) -> torch.Tensor:
@@ -52,6 +53,12 @@ def _blocks(model: nn.Module):
     if blocks is None: raise ValueError("expected a ViT with a `blocks` attribute (timm VisionTransformer or smrnb CompressedViT)")
     return list(blocks)
 
+def _layer_index(i: int, depth: int) -> int:
+    "0-based block index; negative counts from the end."
+    j = int(i) + depth if int(i) < 0 else int(i)
+    if not 0 <= j < depth: raise ValueError(f"layer {i} out of range for a ViT with {depth} blocks")
+    return j
+
 def _run(model: nn.Module, x: torch.Tensor):
     with torch.no_grad():
         return model.forward_features(x) if hasattr(model, "forward_features") else model(x)
@@ -66,30 +73,37 @@ def _biased_layers(model: nn.Module) -> set:
         sized = sized or (r > 0 and cfg.method in ("tm", "itf"))
     return out
 
-def capture_attention(model: nn.Module, x: torch.Tensor, layers: Optional[Sequence[int]] = None) -> list[torch.Tensor]:
-    "Attention probabilities `(B, H, N, N)` of the blocks in `layers` (0-based, default all) for images `x`, in that order."
+@contextmanager
+def attention_logits(model: nn.Module, layers: Sequence[int] = (-1,)):
+    "Context manager yielding `{layer: scaled logits q k^T / sqrt(d) (B, H, N, N)}` (0-based layers, negatives from the end), filled by each forward inside it; the logits keep their graph."
     blocks = _blocks(model)
-    layers = list(range(len(blocks))) if layers is None else [int(l) for l in layers]
-    bad = sorted(set(layers) & _biased_layers(model))
+    idx = [_layer_index(l, len(blocks)) for l in layers]
+    bad = sorted(set(idx) & _biased_layers(model))
     if bad: raise ValueError(f"layers {bad} use proportional attention (log-size bias) that hooks cannot see; "
                              "capture them with prop_attn=False, a dropping compressor or no schedule")
-    maps, handles = {}, []
+    logits, handles = {}, []
     def hook(i, attn):
         def f(mod, inp, out):
             B, N, _ = out.shape
             q, k, _v = out.reshape(B, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
             q, k = attn.q_norm(q), attn.k_norm(k)
-            maps[i] = ((q * attn.scale) @ k.transpose(-2, -1)).float().softmax(-1).to(q.dtype)
+            logits[i] = (q * attn.scale) @ k.transpose(-2, -1)
         return f
     try:
-        for i in layers:
+        for i in idx:
             attn = blocks[i].attn
             if not isinstance(getattr(attn, "qkv", None), nn.Module): raise ValueError(f"block {i}: attention without a fused `qkv` projection")
             handles.append(attn.qkv.register_forward_hook(hook(i, attn)))
-        _run(model, x)
+        yield logits
     finally:
         for h in handles: h.remove()
-    return [maps[i] for i in layers]
+
+def capture_attention(model: nn.Module, x: torch.Tensor, layers: Optional[Sequence[int]] = None) -> list[torch.Tensor]:
+    "Attention probabilities `(B, H, N, N)` of the blocks in `layers` (0-based, default all) for images `x`, in that order: the softmax of `attention_logits`."
+    n = len(_blocks(model))
+    layers = list(range(n)) if layers is None else [_layer_index(l, n) for l in layers]
+    with attention_logits(model, layers) as lg: _run(model, x)
+    return [lg[i].float().softmax(-1).to(lg[i].dtype) for i in layers]
 
 # %% ../nbs/22_analysis.ipynb #c018
 def capture_tokens(model: nn.Module, x: torch.Tensor, normed: bool = False) -> list[torch.Tensor]:

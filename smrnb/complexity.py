@@ -173,7 +173,13 @@ def pretrain_cost(model) -> dict:
     p, P = enc.num_prefix_tokens, enc.patch_embed.num_patches
     n_in = p + int(P * (1 - c.mask_ratio)) if c.input_mask == "drop" else p + P   # as `random_masking` keeps them
     e = encoder_cost(enc, enc.schedule, enc.cfg.method, enc.cfg.placement, prop_attn=enc.cfg.prop_attn, n_tokens=n_in)
-    if dec.depth == 0:   # a linear head on every patch position
+    if c.target == "pcae":   # PCAE's decoder: [cls, visible tokens, one query per token the teacher kept]; predicts the queries only
+        n_vis = n_in - p
+        T = (P - n_vis) - sum(model.target.schedule(P - n_vis))
+        w, depth = dec.embed.out_features, len(dec.blocks)
+        blocks = decoder_cost(int(dec.class_token) + n_vis + T, w, depth, mlp_ratio=dec.blocks[0].mlp.fc1.out_features / w) if depth else 0.0
+        heads = float(e.counts[-1] * dec.embed.in_features * w + T * w * dec.head.out_features)
+    elif dec.depth == 0:   # a linear head on every patch position
         blocks, heads = 0.0, float(P * dec.head.in_features * dec.head.out_features)
     else:
         w = dec.embed.out_features

@@ -16,9 +16,10 @@ from .tiny import tiny_config
 # %% auto #0
 __all__ = ['EVALUATIONS', 'SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE',
            'TINY_ARCH', 'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_FILE', 'GREENMIM_RECIPE',
-           'GREENMIM_FINETUNE', 'EXPERIMENTS', 'RUN_ID_SKIP', 'TINY_EVALUATE', 'Variant', 'Experiment',
-           'toy_teacher_kw', 'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule',
-           'published', 'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments', 'parse_overrides',
+           'GREENMIM_FINETUNE', 'PCAE_RECIPE', 'MAELITE_PRETRAIN', 'MAELITE_FINETUNE', 'MAE_BASE_TEACHER',
+           'EXPERIMENTS', 'RUN_ID_SKIP', 'RUN_ID_IF_SET', 'TINY_EVALUATE', 'Variant', 'Experiment', 'toy_teacher_kw',
+           'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule', 'published',
+           'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments', 'parse_overrides',
            'variant_config', 'run_id', 'run_configs', 'paper_numbers']
 
 # %% ../nbs/13_experiments.ipynb #c006
@@ -143,6 +144,8 @@ def tiny_overrides(paper: dict, ratio: float = 64 / 196, depth_from: int = 12, d
     d["schedule"] = scale_schedule(sched, ratio, depth_from, depth_to, n_tokens, d.get("compressor", "tm"), class_token)
     if (d.get("target") or METHOD_DEFAULTS[method]["target"]) == "clip":
         d["target"], d["target_kw"] = "frozen", toy_teacher_kw()
+    if paper.get("distill"):          # D-MAE's frozen teacher -> the fixed toy teacher (its layers and weights kept)
+        d["distill"] = {**{k: v for k, v in paper["distill"].items() if k not in ("checkpoint", "sha256")}, **toy_teacher_kw()}
     d["epochs"] = max(1, round(d.get("epochs", TrainConfig.epochs) / TINY_DIVISOR))
     d["warmup_epochs"] = max(1, d["epochs"] // 10)
     return d
@@ -276,6 +279,34 @@ _GM = [Variant("greenmim800", finetune=GREENMIM_FINETUNE, config=dict(method="gr
 _T8 = [Variant("sd", dict(method="sd"), evaluate="complexity", paper=published("8", "baseline (SD), ViT-B", 17.6, "gmacs")),
        Variant("smr", _smr(), evaluate="complexity", paper=published("8", "SMR, ViT-B", 12.8, "gmacs"))]
 
+# %% ../nbs/13_experiments.ipynb #c028q
+# PCAE (seed 001): MAE's pre-training recipe (§4), EMA teacher with PCAE's defaults; fine-tuned with MAE's (= Table 6's) recipe
+PCAE_RECIPE = dict(MAE_RECIPE, batch_size=1024, decoder_depth=2)   # "all methods are run under 1024 batch size"; 2 decoder blocks (§A)
+_PCAE_NOTE = "PCAE: EMA teacher on the masked patches, ms dropping after blocks 0/4/8 (of 12; the same relative depths at tiny scale)"
+_MAE_PC = {"paper": dict(MAE_RECIPE, decoder_depth=8), "tiny": {"decoder_depth": 2}}   # MAE's 8-block decoder over PCAE's base
+_PC1 = [Variant("mae1600", dict(_MAE, epochs=1600), paper=published("PCAE-1", "MAE 1600 ep", 83.6), at_scale=_MAE_PC,
+                note="MAE's own recipe"),
+        Variant("pcae300", dict(method="pcae", epochs=300), paper=published("PCAE-1", "PCAE 300 ep", 83.6), note=_PCAE_NOTE),
+        Variant("pcae800", dict(method="pcae", epochs=800), paper=published("PCAE-1", "PCAE 800 ep", 83.9), note=_PCAE_NOTE)]
+_PC4 = [Variant("mae", dict(_MAE), evaluate="complexity", at_scale=_MAE_PC,
+                paper=published("PCAE-4", "MAE", 328.4, "images_per_s", note="ViT-B, one V100 32 GB (§4.1)")),
+        Variant("pcae", dict(method="pcae", mask_ratio=0.9), evaluate="complexity",
+                paper=published("PCAE-4", "PCAE (mask 90%)", 739.7, "images_per_s",
+                                note="'at most 739.7 images per second': the highest mask ratio of Table 4 (90%), read from the prose"))]
+# MAE-lite (seed 003): ViT-Tiny with 12 heads; Table A1 pre-training, Appendix A.1's improved fine-tuning (100 epochs)
+MAELITE_PRETRAIN = dict(arch="vit_tiny", epochs=400, batch_size=4096, blr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05,
+                        warmup_epochs=40, min_lr=0.0, crop_scale=(0.08, 1.0), drop_path=0.0, decoder_depth=1, decoder_width=192,
+                        decoder_heads=3)
+MAELITE_FINETUNE = dict(epochs=100, batch_size=1024, blr=1e-3, warmup_epochs=5, layer_decay=0.85, weight_decay=0.05,
+                        drop_path=0.0, label_smoothing=0.0, mixup=0.2, cutmix=0.0, auto_augment="rand-m10-mstd0.5-inc1", color_jitter=0.3)
+MAE_BASE_TEACHER = "checkpoints/mae/mae-vit-base-teacher.pt"   # smrnb.teacher.export_teacher("mae_pretrain_vit_base.pth", this, "vit_base")
+_ML5 = [Variant("mae_tiny", dict(_MAE), finetune=MAELITE_FINETUNE, at_scale={"tiny": {"decoder_depth": 1}},
+                paper=published("MAELITE-5", "MAE-Tiny", 78.0, note="= Table 1's MAE IN1K 400 ep"), note="MAE-lite's MAE-Tiny"),
+        Variant("dmae_tiny", dict(method="dmae", distill=dict(checkpoint=MAE_BASE_TEACHER, layers=[[-1, -1]], alpha=1.0)),
+                finetune=MAELITE_FINETUNE, at_scale={"tiny": {"decoder_depth": 1}},
+                paper=published("MAELITE-5", "D-MAE-Tiny", 78.4, note="distilled from MAE-Base, last layer's attention (§5)"),
+                note="tiny scale: the teacher is the fixed toy teacher (4 blocks, trained with labels), not an MAE-Base")]
+
 # %% ../nbs/13_experiments.ipynb #c029
 _TINY_NOTE = (" Tiny scale: toy set, tiny_config recipe on the 6-block toy student, CLIP target -> the fixed toy teacher, "
               "token totals x 64/196, epochs / 50.")
@@ -306,6 +337,14 @@ EXPERIMENTS = {e.name: e for e in [
     _exp("greenmim_swin", "GreenMIM-2", "GreenMIM (seed 002): Swin-B pre-trained on the visible patches only (one mask per "
          "micro-batch, optimal grouping, group window attention), 800 epochs, ImageNet-1K fine-tuning." + _TINY_NOTE +
          " Swin -> swin_toy.", _GM, paper=dict(GREENMIM_RECIPE, epochs=800), tiny=dict(arch="swin_toy")),
+    _exp("pcae_table1", "PCAE-1", "PCAE (seed 001) vs MAE on ViT-B: ImageNet-1K fine-tuning after 300 / 800 epochs of PCAE and "
+         "1600 of MAE, batch 1024." + _TINY_NOTE, _PC1, paper=PCAE_RECIPE),
+    _exp("pcae_throughput", "PCAE-4", "PCAE's pre-training throughput vs MAE's on ViT-B (the paper: one V100 32 GB): a 200-step "
+         "timing run each." + _TINY_NOTE, _PC4, paper=dict(PCAE_RECIPE, epochs=100, max_steps=200),
+         tiny=dict(max_steps=10), res=dict(gpus_per_node=1, cpus_per_task=10, mem_gb=64, timeout_min=60), tiny_res=dict(timeout_min=20)),
+    _exp("maelite_dmae", "MAELITE-5", "MAE-lite (seed 003): ViT-Tiny (12 heads) MAE vs D-MAE (last-layer attention distillation "
+         "from a frozen MAE-Base on the same visible patches), 400 epochs, ImageNet-1K fine-tuning with the improved recipe."
+         + _TINY_NOTE + " D-MAE's teacher -> the fixed toy teacher.", _ML5, paper=MAELITE_PRETRAIN),
     _exp("smr_table8", "8", "Pre-training FLOPs of ViT-B: SD baseline vs SMR 25x4 (teacher not counted); analytic GMACs plus a "
          "short timing run on one GPU." + _TINY_NOTE, _T8, paper=dict(epochs=300, batch_size=128, max_steps=50),
          tiny=dict(max_steps=5), res=dict(gpus_per_node=1, cpus_per_task=10, mem_gb=64, timeout_min=30), tiny_res=dict(timeout_min=20)),
@@ -392,9 +431,11 @@ def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
 
 RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing", "fsdp")   # keys that do not change what a run computes: not part of its id
 
+RUN_ID_IF_SET = {"distill": {}}   # keys added after runs existed: at these (their default) values they stay out of the id, so older runs keep theirs
+
 def run_id(variant: str, config: dict) -> str:
-    "`<variant>-<first 8 hex of sha1 of the config (without `RUN_ID_SKIP`) as sorted JSON>`."
-    c = {k: v for k, v in config.items() if k not in RUN_ID_SKIP}
+    "`<variant>-<first 8 hex of sha1 of the config (without `RUN_ID_SKIP`, nor `RUN_ID_IF_SET` keys at their default) as sorted JSON>`."
+    c = {k: v for k, v in config.items() if k not in RUN_ID_SKIP and not (k in RUN_ID_IF_SET and v == RUN_ID_IF_SET[k])}
     return f"{variant}-{hashlib.sha1(json.dumps(c, sort_keys=True).encode()).hexdigest()[:8]}"
 
 TINY_EVALUATE = {"finetune": "linear_probe"}   # what stands in for an evaluation at tiny scale

@@ -5,48 +5,19 @@
 # %% ../nbs/25_maelite.ipynb #c003
 from __future__ import annotations
 import copy
-from contextlib import contextmanager
 from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .analysis import _blocks, _biased_layers
+from .analysis import _blocks, _layer_index, attention_logits
 
 # %% auto #0
-__all__ = ['MAELITE_TINY', 'capture_attention_logits', 'HeadMixer', 'attention_distill_loss', 'DMAEDistiller', 'reserve_layers',
-           'maelite_recipe', 'maelite_paper_numbers', 'plot_reserved_layers', 'plot_attention_by_depth']
+__all__ = ['capture_attention_logits', 'MAELITE_TINY', 'HeadMixer', 'attention_distill_loss', 'AttentionDistill', 'DMAEDistiller',
+           'reserve_layers', 'maelite_recipe', 'maelite_paper_numbers', 'plot_reserved_layers',
+           'plot_attention_by_depth']
 
 # %% ../nbs/25_maelite.ipynb #c006
-def _layer_index(i: int, depth: int) -> int:
-    "0-based block index; negative counts from the end."
-    j = int(i) + depth if int(i) < 0 else int(i)
-    if not 0 <= j < depth: raise ValueError(f"layer {i} out of range for a ViT with {depth} blocks")
-    return j
-
-@contextmanager
-def capture_attention_logits(model: nn.Module, layers: Sequence[int] = (-1,)):
-    "Context manager yielding a dict `{layer: logits (B, H, N, N)}` (0-based, negatives from the end) filled by each forward inside it."
-    blocks = _blocks(model)
-    idx = [_layer_index(l, len(blocks)) for l in layers]
-    bad = sorted(set(idx) & _biased_layers(model))
-    if bad: raise ValueError(f"layers {bad} use proportional attention (log-size bias) that hooks cannot see; "
-                             "use prop_attn=False, a dropping compressor or no schedule")
-    logits, handles = {}, []
-    def hook(i, attn):
-        def f(mod, inp, out):
-            B, N, _ = out.shape
-            q, k, _v = out.reshape(B, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-            q, k = attn.q_norm(q), attn.k_norm(k)
-            logits[i] = (q * attn.scale) @ k.transpose(-2, -1)
-        return f
-    try:
-        for i in idx:
-            attn = blocks[i].attn
-            if not isinstance(getattr(attn, "qkv", None), nn.Module): raise ValueError(f"block {i}: attention without a fused `qkv` projection")
-            handles.append(attn.qkv.register_forward_hook(hook(i, attn)))
-        yield logits
-    finally:
-        for h in handles: h.remove()
+capture_attention_logits = attention_logits   # one logits hook for the whole library: smrnb.analysis.attention_logits
 
 # %% ../nbs/25_maelite.ipynb #c010
 class HeadMixer(nn.Module):
@@ -70,8 +41,8 @@ def attention_distill_loss(student_logits: torch.Tensor, teacher_logits: torch.T
     return F.mse_loss(s.float(), t.float())
 
 # %% ../nbs/25_maelite.ipynb #c014
-class DMAEDistiller(nn.Module):
-    "Attention (Eq. 3) and optional hidden-state distillation of a frozen `teacher` encoder into a `student` MAE encoder on the same visible patches."
+class AttentionDistill(nn.Module):
+    "What D-MAE adds to MAE: Eq. 3 (and optional hidden-state) distillation from a frozen `teacher` into a student shaped like `student` (not stored)."
     def __init__(self, student: nn.Module, teacher: nn.Module, layers: Sequence[tuple] = ((-1, -1),),
                  hidden: bool = False, alpha: float = 1.0, hidden_weight: float = 1.0):
         super().__init__()
@@ -82,7 +53,7 @@ class DMAEDistiller(nn.Module):
         if tuple(ps.patch_size) != tuple(pt.patch_size) or ps.num_patches != pt.num_patches:
             raise ValueError(f"student and teacher must share patch size and grid: {tuple(ps.patch_size)}/{ps.num_patches} vs "
                              f"{tuple(pt.patch_size)}/{pt.num_patches}")
-        self.student, self.teacher = student, teacher.eval().requires_grad_(False)
+        self.teacher = teacher.eval().requires_grad_(False)
         self.alpha, self.hidden_weight = alpha, hidden_weight
         self.mixers = nn.ModuleList([HeadMixer(_blocks(student)[s].attn.num_heads, _blocks(teacher)[t].attn.num_heads)
                                      for s, t in self.layers])
@@ -92,12 +63,12 @@ class DMAEDistiller(nn.Module):
         super().train(mode); self.teacher.eval()
         return self
 
-    def forward(self, x: torch.Tensor, keep: Optional[torch.Tensor] = None) -> dict:
-        "`dict(loss, attn, hidden, student)`: `loss` = attention loss (summed over pairs) + `hidden_weight` x hidden loss."
+    def forward(self, student: nn.Module, x: torch.Tensor, keep: Optional[torch.Tensor] = None, run=None) -> dict:
+        "`dict(loss, attn, hidden, student)`; `run()` runs `student` on the visible patches (default `student.forward_features(x, keep=keep)`)."
         with torch.no_grad(), capture_attention_logits(self.teacher, [t for _, t in self.layers]) as tl:
             t_out = self.teacher.forward_features(x, keep=keep)
-        with capture_attention_logits(self.student, [s for s, _ in self.layers]) as sl:
-            s_out = self.student.forward_features(x, keep=keep)
+        with capture_attention_logits(student, [s for s, _ in self.layers]) as sl:
+            s_out = run() if run is not None else student.forward_features(x, keep=keep)
         attn = sum(attention_distill_loss(sl[s], tl[t], mx) for (s, t), mx in zip(self.layers, self.mixers))
         hid = None
         if self.proj is not None:
@@ -109,6 +80,15 @@ class DMAEDistiller(nn.Module):
     def total(self, mae_loss: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
         "`mae_loss + alpha * distill_loss`: the joint objective of §5."
         return mae_loss + self.alpha * distill_loss
+
+class DMAEDistiller(AttentionDistill):
+    "`AttentionDistill` that owns its `student`: `forward(x, keep)` (the Pretrainer's method `dmae` uses `AttentionDistill` over its own encoder)."
+    def __init__(self, student: nn.Module, teacher: nn.Module, **kw):
+        super().__init__(student, teacher, **kw)
+        self.student = student
+
+    def forward(self, x: torch.Tensor, keep: Optional[torch.Tensor] = None) -> dict:
+        return super().forward(self.student, x, keep)
 
 # %% ../nbs/25_maelite.ipynb #c018
 def reserve_layers(encoder: nn.Module, k: int, seed: int = 0) -> nn.Module:
@@ -171,37 +151,12 @@ def maelite_recipe(part: str) -> dict:
     return {k: v[0] for k, v in MAELITE_TINY[part].items()}
 
 # %% ../nbs/25_maelite.ipynb #c025
-_PAPER_ROWS = [
-    # table, row, metric, value, note
-    ("1", "scratch, ori. recipe", "in1k_top1", 74.5, "DeiT recipe (Touvron 2021a)"),
-    ("1", "scratch, impr. recipe", "in1k_top1", 75.8, "improved recipe, Appendix A.1"),
-    ("1", "supervised IN21K 30 ep", "in1k_top1", 76.9, "Steiner et al. 2021, impr. recipe"),
-    ("1", "supervised IN21K 300 ep", "in1k_top1", 77.8, "Steiner et al. 2021, impr. recipe"),
-    ("1", "MoCo-v3 IN1K 400 ep", "in1k_top1", 76.8, "GAP fine-tuning (dagger); 73.7 with CLS token, Appendix A.1"),
-    ("1", "MAE IN1K 400 ep", "in1k_top1", 78.0, "impr. recipe; 23 h pre-training on 8 V100"),
-    ("3", "DeiT-Tiny* 300 ep", "in1k_top1", 72.2, "3-head original ViT-Tiny"),
-    ("3", "DeiT-Tiny* dist. 1000 ep", "in1k_top1", 76.6, "3-head, distillation (dagger)"),
-    ("3", "DeiT-Tiny 300 ep", "in1k_top1", 76.2, "12 heads, scratch; row order reconstructed from garbled layout"),
-    ("3", "MAE-Tiny-FT 300 ep", "in1k_top1", 78.5, "+2.3; confirmed in §3.1 text"),
-    ("3", "DeiT-Tiny 1000 ep", "in1k_top1", 77.8, "scratch; confirmed in §3.1 text"),
-    ("3", "MAE-Tiny-FT 1000 ep", "in1k_top1", 79.0, "+1.2, relative pos. embedding; confirmed in §3.1 text"),
-]
-_T5_COLS = ["flowers", "pets", "aircraft", "cars", "cifar100", "inat18", "in1k", "coco_det_ap", "coco_seg_ap"]
-_T5 = {"DeiT-Tiny (supervised)": [96.4, 93.1, 73.5, 85.6, 85.8, 63.6, None, 40.4, 35.5],
-       "MAE-Tiny": [85.8, 76.5, 64.6, 78.8, 78.9, 60.6, 78.0, 39.9, 35.4],
-       "D-MAE-Tiny": [95.2, 89.1, 79.2, 87.5, 85.0, 63.6, 78.4, 42.3, 37.4]}
-
 def maelite_paper_numbers():
-    "MAE-lite's published ViT-Tiny numbers (Tables 1, 3, 5) as a DataFrame: table, row, metric, value, note."
+    "MAE-lite's published ViT-Tiny numbers (Tables 1, 3, 5; `smrnb/paper_numbers_maelite.csv`): table, row, metric, value, note."
     import pandas as pd
-    rows = list(_PAPER_ROWS)
-    for name, vals in _T5.items():
-        for col, v in zip(_T5_COLS, vals):
-            if v is None: continue   # '-' in the paper
-            note = "top-1" if not col.startswith("coco") else "AP"
-            if name == "D-MAE-Tiny": note += "; distilled from MAE-Base on the last layer (§5)"
-            rows.append(("5", name, col, v, note))
-    return pd.DataFrame(rows, columns=["table", "row", "metric", "value", "note"])
+    from smrnb.report import paper_cells, PAPER_CSV
+    df = paper_cells(PAPER_CSV.with_name("paper_numbers_maelite.csv"))
+    return pd.DataFrame(dict(table=df.table.str.removeprefix("MAELITE-"), row=df.row, metric=df.metric, value=df.value, note=df.source))
 
 # %% ../nbs/25_maelite.ipynb #c029
 def plot_reserved_layers(df, x: str = "layers", y: str = "top1", hue: str = "model", col: Optional[str] = "dataset"):

@@ -9,12 +9,14 @@ from dataclasses import dataclass, field, fields, asdict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .models import create_encoder
+from .models import create_encoder, CompressedViT
 from .decoder import Decoder
-from .targets import make_target
+from .targets import make_target, FrozenTeacher
+from .pcae import PCAETeacher, PCAEDecoder, masked_complement
+from .maelite import AttentionDistill
 
 # %% auto #0
-__all__ = ['METHOD_DEFAULTS', 'recon_loss', 'random_masking', 'batch_masking', 'PretrainConfig', 'Pretrainer']
+__all__ = ['METHOD_DEFAULTS', 'DISTILL_KEYS', 'recon_loss', 'random_masking', 'batch_masking', 'PretrainConfig', 'Pretrainer']
 
 # %% ../nbs/09_pretrain.ipynb #c006
 def recon_loss(pred, target, kind: str = "mse", beta: float = 2.0, mask=None) -> torch.Tensor:
@@ -22,7 +24,8 @@ def recon_loss(pred, target, kind: str = "mse", beta: float = 2.0, mask=None) ->
     if pred.shape != target.shape: raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     if kind == "mse": per = (pred.float() - target.float()).pow(2).mean(-1)
     elif kind == "smooth_l1": per = F.smooth_l1_loss(pred.float(), target.float(), beta=beta, reduction="none").mean(-1)
-    else: raise ValueError(f"unknown loss {kind!r}; valid options: mse, smooth_l1")
+    elif kind == "cosine": per = 1 - F.cosine_similarity(pred.float(), target.float(), dim=-1, eps=1e-6)   # PCAE's M
+    else: raise ValueError(f"unknown loss {kind!r}; valid options: mse, smooth_l1, cosine")
     if mask is None: return per.mean()
     m = mask.float()
     return (per * m).sum() / m.sum().clamp_min(1)
@@ -56,7 +59,12 @@ METHOD_DEFAULTS = {
     # GreenMIM (Swin): one mask per batch at the coarsest grid, visible patches only, norm-pix at the last stage's 32 px, 1 block at 512
     "greenmim": dict(schedule=None, input_mask="batch", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=1,
                      decoder_width=512, decoder_heads=16),
+    # PCAE: MAE's student; an EMA teacher on the masked 75% drops tokens (ms, after blocks 0/4/8); the decoder predicts its survivors
+    "pcae":   dict(schedule=None, input_mask="drop", mask_ratio=0.75, target="pcae", loss="cosine", loss_on="masked", decoder_depth=2),
+    # D-MAE (MAE-lite §5): MAE plus attention distillation from a frozen teacher on the same visible patches (`distill`)
+    "dmae":   dict(schedule=None, input_mask="drop", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=8),
 }
+DISTILL_KEYS = ("checkpoint", "sha256", "layers", "alpha", "hidden", "hidden_weight")
 
 @dataclass
 class PretrainConfig:
@@ -71,7 +79,7 @@ class PretrainConfig:
     drop_path: float = 0.1
     input_mask: str | None = None       # none | drop (MAE) | token (BEiT) | batch (GreenMIM: one dropped mask for the whole batch)
     mask_ratio: float | None = None
-    target: str | None = None           # clip | pixel | ema | frozen (a teacher file: the tiny paper's fixed teacher)
+    target: str | None = None           # clip | pixel | ema | frozen (a teacher file: the tiny paper's fixed teacher) | pcae
     target_kw: dict = field(default_factory=dict)   # e.g. {"model_name": "ViT-B-16", "checkpoint": "..."}
     norm_pix: bool = True
     loss: str | None = None             # mse | smooth_l1 (default: mse for pixels, smooth_l1 for features)
@@ -81,6 +89,7 @@ class PretrainConfig:
     decoder_width: int | None = None    # default: the encoder's width
     decoder_heads: int | None = None
     fill: str = "slot"
+    distill: dict = field(default_factory=dict)     # D-MAE: {checkpoint, sha256, layers [[s, t]], alpha, hidden, hidden_weight}; {} = off
 
     def resolved(self):
         "A copy with every method default filled in."
@@ -91,10 +100,20 @@ class PretrainConfig:
                 if d[k] == "default": d[k] = v
             elif d[k] is None: d[k] = v
         if d["loss"] is None: d["loss"] = "mse" if d["target"] == "pixel" else "smooth_l1"
-        for k, ok in (("input_mask", ("none", "drop", "token", "batch")), ("loss_on", ("all", "masked")), ("target", ("clip", "pixel", "ema", "frozen"))):
+        for k, ok in (("input_mask", ("none", "drop", "token", "batch")), ("loss_on", ("all", "masked")),
+                      ("target", ("clip", "pixel", "ema", "frozen", "pcae")), ("loss", ("mse", "smooth_l1", "cosine"))):
             if d[k] not in ok: raise ValueError(f"unknown {k} {d[k]!r}; valid options: {', '.join(ok)}")
         if d["input_mask"] != "none" and not 0 < d["mask_ratio"] < 1: raise ValueError(f"input_mask={d['input_mask']} needs 0 < mask_ratio < 1")
         if d["loss_on"] == "masked" and d["input_mask"] == "none": raise ValueError("loss_on='masked' needs input masking (input_mask drop, token or batch)")
+        if d["target"] == "pcae" and (d["input_mask"] != "drop" or d["schedule"] is not None):
+            raise ValueError("target='pcae' needs input_mask='drop' and schedule=None: the teacher encodes the dropped patches "
+                             "and the decoder pairs the student's visible tokens with their patches")
+        if bad := sorted(set(d["distill"]) - set(DISTILL_KEYS)): raise ValueError(f"unknown distill key(s) {bad}; valid: {', '.join(DISTILL_KEYS)}")
+        if d["method"] == "dmae" and "checkpoint" not in d["distill"]:
+            raise ValueError("method='dmae' distils a frozen teacher: give distill={'checkpoint': <teacher file>} "
+                             "(a smrnb teacher file, e.g. the toy teacher: python -m smrnb.teacher)")
+        if d["distill"] and d["input_mask"] != "drop":
+            raise ValueError("distill needs input_mask='drop': the teacher sees the student's visible patches")
         return type(self)(**d)
 
     @classmethod
@@ -117,26 +136,45 @@ class Pretrainer(nn.Module):
                                       placement=cfg.placement, prop_attn=cfg.prop_attn, drop_path_rate=cfg.drop_path)
         enc = self.encoder                   # any smrnb encoder (ViT, HiViT, ConViT, Swin): the geometry below is their protocol
         self.patch_size = enc.patch_size     # pixels per position the decoder fills and the target is cut into
+        if (cfg.target == "pcae" or cfg.distill) and not isinstance(enc, CompressedViT):
+            raise ValueError(f"{'PCAE' if cfg.target == 'pcae' else 'distill'} needs a plain ViT encoder (its hooks and token dropping "
+                             f"are ViT blocks'); arch={cfg.arch!r} is {type(enc).__name__}")
         self.target = target if target is not None else self._make_target()
-        D = enc.embed_dim
-        self.decoder = Decoder(enc.grid_size, D, self.target_dim, width=cfg.decoder_width or D, depth=cfg.decoder_depth,
-                               num_heads=cfg.decoder_heads or enc.num_heads, fill=cfg.fill, class_token=enc.num_prefix_tokens == 1)
+        D, cls_tok = enc.embed_dim, enc.num_prefix_tokens == 1
+        if cfg.target == "pcae":             # predicts only the positions the teacher kept
+            self.decoder = PCAEDecoder(enc.grid_size, D, self.target_dim, width=cfg.decoder_width or D, depth=cfg.decoder_depth,
+                                       num_heads=cfg.decoder_heads or enc.num_heads, class_token=cls_tok)
+        else:
+            self.decoder = Decoder(enc.grid_size, D, self.target_dim, width=cfg.decoder_width or D, depth=cfg.decoder_depth,
+                                   num_heads=cfg.decoder_heads or enc.num_heads, fill=cfg.fill, class_token=cls_tok)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.input_mask == "token" else None
         if self.mask_token is not None: nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.distill = self._make_distill() if cfg.distill else None
 
     def _make_target(self):
         c = self.cfg
         if c.target == "pixel": return make_target("pixel", patch_size=self.patch_size, norm_pix=c.norm_pix, **c.target_kw)
         if c.target == "ema": return make_target("ema", student_encoder=self.encoder, **c.target_kw)
+        if c.target == "pcae":   # drops after blocks 0/4/8 of 12, at the same relative depths in a shallower encoder
+            n = len(self.encoder.blocks)
+            return PCAETeacher(self.encoder, **{"blocks": tuple(b * n // 12 for b in (0, 4, 8)), **c.target_kw})
         if c.target == "frozen": return make_target("frozen", **c.target_kw)
         return make_target("clip", **c.target_kw)
+
+    def _make_distill(self):
+        "D-MAE's frozen teacher (a smrnb teacher file, hash-checked) and the head mixers (`smrnb.maelite.AttentionDistill`)."
+        d = dict(self.cfg.distill)
+        teacher = FrozenTeacher(d.pop("checkpoint"), d.pop("sha256", None), build_hint="python -c 'from smrnb.teacher import export_teacher; "
+                                "export_teacher(\"mae_pretrain_vit_base.pth\", <file>, \"vit_base\")' (tiny scale: python -m smrnb.teacher)").encoder
+        layers = [tuple(p) for p in d.pop("layers", [(-1, -1)])]
+        return AttentionDistill(self.encoder, teacher, layers=layers, **d)
 
     @property
     def target_dim(self) -> int: return self.target.out_dim
 
     def no_weight_decay(self) -> set:
         "Parameter names without weight decay besides 1-d ones (tokens, position embeddings)."
-        return {"encoder." + n for n in self.encoder.no_weight_decay()} | {"decoder.dummy", "mask_token"}
+        return {"encoder." + n for n in self.encoder.no_weight_decay()} | {"decoder.dummy", "decoder.mask_token", "mask_token"}
 
     def forward(self, imgs, generator=None) -> dict:
         c, B = self.cfg, imgs.shape[0]
@@ -144,9 +182,21 @@ class Pretrainer(nn.Module):
         keep = mask = None
         if c.input_mask == "batch": keep, mask = batch_masking(B, P, c.mask_ratio, generator, imgs.device)
         elif c.input_mask != "none": keep, mask = random_masking(B, P, c.mask_ratio, generator, imgs.device)
-        out = self.encoder.forward_features(imgs, generator, keep=keep if c.input_mask in ("drop", "batch") else None,
-                                            mask=mask if c.input_mask == "token" else None, mask_token=self.mask_token)
-        pred = self.decoder(out.x, out.owner)
-        with torch.no_grad(): tgt = self.target(imgs)
-        loss = recon_loss(pred, tgt, c.loss, c.beta, mask if c.loss_on == "masked" else None)
-        return dict(loss=loss, pred=pred, target=tgt, mask=mask, counts=out.counts)
+        run = lambda: self.encoder.forward_features(imgs, generator, keep=keep if c.input_mask in ("drop", "batch") else None,
+                                                    mask=mask if c.input_mask == "token" else None, mask_token=self.mask_token)
+        extra = {}
+        if self.distill is not None:          # D-MAE: the teacher on the same visible patches, the student's logits hooked
+            d = self.distill(self.encoder, imgs, keep, run)
+            out, extra = d["student"], dict(distill=d["loss"].detach())
+        else: out = run()
+        if c.target == "pcae":                # PCAE: the teacher encodes the masked patches and names the positions it kept
+            with torch.no_grad(): tgt, positions = self.target(imgs, masked_complement(keep, P))
+            pred = self.decoder(out.x, keep, positions)
+            loss = recon_loss(pred, tgt, c.loss, c.beta)
+            extra["positions"] = positions
+        else:
+            pred = self.decoder(out.x, out.owner)
+            with torch.no_grad(): tgt = self.target(imgs)
+            loss = recon_loss(pred, tgt, c.loss, c.beta, mask if c.loss_on == "masked" else None)
+        if self.distill is not None: loss = self.distill.total(loss, d["loss"])
+        return dict(loss=loss, pred=pred, target=tgt, mask=mask, counts=out.counts, **extra)

@@ -16,24 +16,27 @@ from .launch import run_state
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['PAPER_CSV', 'NUMBER_KEYS', 'RUN_FILES', 'FIXTURE_PLAN', 'MEMORY_METRIC', 'RATIO_METRICS', 'LOWER_IS_BETTER',
-           'STAND_INS', 'METRIC_SOURCES', 'ROW_COLUMNS', 'DERIVED', 'ALPHA', 'VERDICTS', 'CURVE_EXPERIMENTS', 'DASH',
-           'SIG_DIGITS', 'REPORT_TABLES', 'TABLE_EXPERIMENTS', 'REPO', 'TABLES_NB', 'FIXTURE_RUNS', 'TINY_SEEDS',
-           'TINY_PAPER', 'SEEDED', 'paper_cells', 'registry_cells', 'check_paper_cells', 'launch_command', 'Unreadable',
-           'unreadable_file', 'run_device', 'run_rows', 'write_fixture', 'run_metrics', 'table_rows', 'comparable',
-           'compare', 'report_table', 'rank_corr', 'display_columns', 'seed_table', 'paired_test', 'ordering_verdicts',
-           'verdict_line', 'compactness_frame', 'compactness_table', 'compactness_verdicts', 'n_invalid', 'loss_curves',
-           'loss_summary', 'plot_loss_curves', 'teacher_record', 'fmt_table', 'html_table', 'save_table',
-           'plot_compactness', 'plot_ratios', 'merging_source', 'merging_settings', 'merging_figures', 'parse_tables',
-           'build_report', 'keep_teacher', 'main']
+__all__ = ['PAPER_CSV', 'PAPER_CSVS', 'NUMBER_KEYS', 'RUN_FILES', 'FIXTURE_PLAN', 'MEMORY_METRIC', 'RATIO_METRICS',
+           'LOWER_IS_BETTER', 'STAND_INS', 'METRIC_SOURCES', 'ROW_COLUMNS', 'DERIVED', 'ALPHA', 'VERDICTS',
+           'CURVE_EXPERIMENTS', 'DASH', 'SIG_DIGITS', 'REPORT_TABLES', 'NO_RUNS', 'TABLE_EXPERIMENTS', 'REPO',
+           'TABLES_NB', 'FIXTURE_RUNS', 'TINY_SEEDS', 'TINY_PAPER', 'SEEDED', 'paper_cells', 'registry_cells',
+           'check_paper_cells', 'launch_command', 'Unreadable', 'unreadable_file', 'run_device', 'run_rows',
+           'write_fixture', 'run_metrics', 'table_rows', 'comparable', 'compare', 'report_table', 'rank_corr',
+           'display_columns', 'seed_table', 'paired_test', 'ordering_verdicts', 'verdict_line', 'compactness_frame',
+           'compactness_table', 'compactness_verdicts', 'n_invalid', 'loss_curves', 'loss_summary', 'plot_loss_curves',
+           'teacher_record', 'fmt_table', 'html_table', 'save_table', 'plot_compactness', 'plot_ratios',
+           'merging_source', 'merging_settings', 'merging_figures', 'parse_tables', 'build_report', 'keep_teacher',
+           'main']
 
 # %% ../nbs/15_report.ipynb #c006
 PAPER_CSV = Path(smrnb.__file__).parent / "paper_numbers.csv"
+PAPER_CSVS = [PAPER_CSV] + [PAPER_CSV.with_name(f"paper_numbers_{p}.csv") for p in ("pcae", "maelite")]   # one file per paper beside SMR's
 
-def paper_cells(path=PAPER_CSV) -> pd.DataFrame:
-    "The published numbers: one row per (table, row, metric); `value` is NaN where the paper gives no readable number."
+def paper_cells(path=None) -> pd.DataFrame:
+    "The published numbers (of every paper's file, `PAPER_CSVS`, by default): one row per (table, row, metric); `value` NaN where the paper gives no readable number."
+    if path is None: return pd.concat([paper_cells(p) for p in PAPER_CSVS], ignore_index=True)
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: the paper-numbers file is missing; restore it from git (`git checkout -- {path.name}`)")
+    if not path.exists(): raise FileNotFoundError(f"{path}: the paper-numbers file is missing; restore it from git (`git checkout -- smrnb/{path.name}`)")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     need = ["table", "row", "metric", "value", "unit", "experiment", "variant", "producible", "reason", "source"]
     if missing := [c for c in need if c not in df.columns]: raise ValueError(f"{path} lacks columns {missing}")
@@ -255,6 +258,7 @@ def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = 
     if "top1_finetune" in ev: out["top1_finetune"] = 100 * ev["top1_finetune"]
     if "linear_probe" in ev: out["top1_linear"] = 100 * ev["linear_probe"]
     if "gmacs" in ev: out["gmacs"] = ev["gmacs"]
+    if ev.get("images_per_s") is not None and "gmacs" in ev: out["images_per_s"] = ev["images_per_s"]   # a timing run's (PCAE-4)
     if "peak_mem_mb" in ev: out[MEMORY_METRIC.get(device, MEMORY_METRIC[None])] = ev["peak_mem_mb"] / 1024
     s = summary or {}
     if ev.get("images_per_s") and batch_size and s.get("epochs") and s.get("steps"):
@@ -267,7 +271,7 @@ RATIO_METRICS = ("minutes_per_epoch", "memory_gb_per_gpu", "gmacs")
 LOWER_IS_BETTER = set(RATIO_METRICS) | {"recon_loss"}
 STAND_INS = {"top1_finetune": ("top1_linear",), "memory_gb_per_gpu": (MEMORY_METRIC["cpu"], MEMORY_METRIC[None])}
 METRIC_SOURCES = dict(top1_finetune=[("eval.json", "top1_finetune")], top1_linear=[("eval.json", "linear_probe")], gmacs=[("eval.json", "gmacs")],
-                      minutes_per_epoch=[("eval.json", "images_per_s"), ("summary.json", "steps"), ("summary.json", "epochs")],
+                      minutes_per_epoch=[("eval.json", "images_per_s"), ("summary.json", "steps"), ("summary.json", "epochs")], images_per_s=[("eval.json", "images_per_s")],
                       **{m: [("eval.json", "peak_mem_mb")] for m in MEMORY_METRIC.values()})
 ROW_COLUMNS = ["table", "row", "variant", "metric", "paper", "paper_source", "ours", "ours_metric", "state", "detail", "todo", "run_id", "invalid_cells"]
 DERIVED = "derived (not printed in the paper)"   # paper_source of a cell the registry reconstructed (paper_numbers.csv: source "DERIVED ...")
@@ -660,7 +664,9 @@ def merging_figures(runs_dir, out_dir, scale: str = "tiny", n_images: int = 4) -
     return paths
 
 # %% ../nbs/15_report.ipynb #c037
-REPORT_TABLES = ["1", "2", "4a", "4b", "4c", "4d", "4e", "4f", "4g", "4h", "7a", "7b", "7c", "8", "fig2", "fig3-5"]
+REPORT_TABLES = ["1", "2", "4a", "4b", "4c", "4d", "4e", "4f", "4g", "4h", "7a", "7b", "7c", "8", "fig2", "fig3-5",
+                 "GreenMIM-2", "greenmim-fig4", "PCAE-1", "PCAE-4", "MAELITE-5", "analysis-figs"]   # the other papers' after SMR's
+NO_RUNS = ("fig3-5", "greenmim-fig4", "analysis-figs")   # figures drawn from a simulation or from whatever runs exist: no experiment of their own
 TABLE_EXPERIMENTS = {e.table: e.name for e in EXPERIMENTS.values()}
 REPO = Path(smrnb.__file__).parent.parent
 TABLES_NB = REPO / "nbs" / "tables.ipynb"
@@ -749,7 +755,7 @@ def main(run: str = ",".join(TINY_PAPER),  # tables whose experiments to run fir
     parallel = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     for i, s in enumerate(seed_list):
         for t in todo:
-            if t == "fig3-5" or (t not in SEEDED and i): continue
+            if t in NO_RUNS or (t not in SEEDED and i): continue
             print(f"== {TABLE_EXPERIMENTS[t]} (tiny scale, seed {s})", flush=True)
             launch(TABLE_EXPERIMENTS[t], "tiny", "local", runs_root=runs_dir, parallel=parallel if t in SEEDED else 1,   # 1 and 8 time
                    seeds=[s] if t in SEEDED else None)                                                            # one run at a time

@@ -18,7 +18,7 @@ from .train import atomic_save
 
 # %% auto #0
 __all__ = ['TOY_TEACHER', 'TEACHER_DIR_ENV', 'teacher_path', 'one_thread', 'load_split', 'augment', 'train_supervised',
-           'accuracy', 'build_toy_teacher', 'ensure_toy_teacher', 'teacher_info', 'main']
+           'accuracy', 'build_toy_teacher', 'ensure_toy_teacher', 'teacher_info', 'export_teacher', 'main']
 
 # %% ../nbs/17_teacher.ipynb #c006
 TOY_TEACHER = dict(name="toy-teacher-v1", arch="test", img_size=32, data_seed=1, n_train=500, n_val=50,
@@ -129,6 +129,25 @@ def teacher_info(path=None) -> dict:
     p = (Path(path) if path is not None else teacher_path()).with_suffix(".json")
     try: return json.loads(p.read_text())
     except (OSError, ValueError): return {}
+
+# %% ../nbs/17_teacher.ipynb #c015b
+def export_teacher(src, dst, arch: str = "vit_base", img_size: int = 224, **kwargs) -> Path:
+    "Write the teacher file `dst` (for `FrozenTeacher` / D-MAE's `distill`) from released ViT weights `src`; returns `dst`."
+    src, dst = Path(src), Path(dst)
+    if not src.is_file(): raise FileNotFoundError(f"{src} not found: download the released weights (e.g. MAE's mae_pretrain_vit_base.pth) to it first")
+    blob = torch.load(src, map_location="cpu", weights_only=True)
+    sd = blob.get("model", blob.get("state_dict", blob)) if isinstance(blob, dict) else None
+    if not isinstance(sd, dict): raise ValueError(f"{src} holds no state dict (expected a dict, optionally under 'model')")
+    enc = create_encoder(arch, img_size=img_size, **kwargs)
+    want = enc.state_dict()
+    sd = {k: v for k, v in sd.items() if k in want}
+    if missing := sorted(set(want) - set(sd)):
+        raise ValueError(f"{src} lacks encoder weights {missing[:5]} ({len(missing)} in all) of a {arch}: is it a {arch} checkpoint?")
+    enc.load_state_dict(sd)   # shapes checked here
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(dict(arch=arch, kwargs=dict(img_size=img_size, **kwargs), encoder=enc.state_dict(),
+                     info=dict(source=str(src), source_sha256=file_sha256(src))), dst)
+    return dst
 
 # %% ../nbs/17_teacher.ipynb #c017
 @call_parse

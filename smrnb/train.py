@@ -222,12 +222,13 @@ def model_state(model) -> dict:
     "The model's state_dict without a frozen external teacher (CLIP weights are reloaded from their file, not copied into every checkpoint)."
     from smrnb.targets import EMATeacher
     keep_target = isinstance(model.target, EMATeacher)   # the EMA teacher is training state
-    return {k: v for k, v in model.state_dict().items() if keep_target or not k.startswith("target.")}
+    frozen = ("distill.teacher.",) if keep_target else ("target.", "distill.teacher.")   # D-MAE's teacher: reloaded from its file
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
 
 def load_model_state(model, sd: dict) -> None:
     "Load `model_state` output: only target weights may be absent."
     res = model.load_state_dict(sd, strict=False)
-    missing = [k for k in res.missing_keys if not k.startswith("target.")]
+    missing = [k for k in res.missing_keys if not k.startswith(("target.", "distill.teacher."))]
     if missing or res.unexpected_keys: raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}")
 
 def _rng_state():
@@ -322,6 +323,8 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         new, meta_old = cfg.to_dict(), self.read_config() or {}
         old, history = meta_old.get("config", {}), list(meta_old.get("history", []))
+        if old:                                                   # a key added since the run was written has its default there
+            dflt = TrainConfig().to_dict(); old = {**{k: dflt[k] for k in new if k not in old and k in dflt}, **old}
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
         if diff and old:
             first = {}                                            # key -> its value before the first amendment
@@ -521,8 +524,10 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
             for g in opt.param_groups: g["lr"] = lr
             imgs = normalize_batch(imgs.to(dev, non_blocking=True), mean_t, std_t)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = ddp(imgs)["loss"]
-            ld = loss.detach()
+                out = ddp(imgs)
+            loss, ld = out["loss"], out["loss"].detach()
+            parts = {k: out[k] for k in ("distill",) if k in out}   # a method's extra loss term (D-MAE), logged beside the total
+            del out                                                 # pred / target freed now, not held through the next forward
             first_bad = torch.where(torch.isfinite(ld) | (first_bad >= 0), first_bad, step)
             is_log = (step + 1) % cfg.log_every == 0 or step + 1 == total
             if pending is not None or is_log:
@@ -544,7 +549,8 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
                 if rank == 0:
                     now = time.time()
                     run.log(dict(step=step, epoch=round(step / steps_per_epoch, 4), loss=last_loss, lr=lr,
-                                 images_per_s=n_log / max(now - t_log, 1e-9), peak_mem_mb=_peak_mem_mb(dev)))
+                                 images_per_s=n_log / max(now - t_log, 1e-9), peak_mem_mb=_peak_mem_mb(dev),
+                                 **{k: float(v) for k, v in parts.items()}))
                     t_log, n_log = now, 0
             due = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or (not cfg.ckpt_every and step % steps_per_epoch == 0)
             if due and step < total: pending = (step, _rng_state())

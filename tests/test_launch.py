@@ -86,3 +86,35 @@ def test_hierarchical_rows_and_greenmim_run_through_the_launcher(tmp_path, toy):
     assert c["schedule"] == "1-2:17-16"              # 25x4 in blocks 1-4 of 24 -> blocks 1-2 of 12, 100 x 64/196 tokens
     r = run("--exp", "greenmim_swin", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
     assert r.returncode == 0 and "layer decay 0.9" in r.stdout and "swin_base" in r.stdout, r.stdout + r.stderr
+
+
+def test_pcae_and_maelite_run_through_the_launcher(tmp_path, toy):
+    """PCAE (Table 1's rows and the throughput timing runs) and MAE-lite's MAE vs D-MAE pre-train and evaluate at tiny scale
+    through slurm/launch.py: PCAE's decoder predicts the EMA teacher's survivors, D-MAE distils the fixed toy teacher."""
+    for exp in ("pcae_table1", "pcae_throughput", "maelite_dmae"):
+        r = run("--exp", exp, "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy))
+        assert r.returncode == 0, r.stdout + r.stderr
+    want = {"pcae_table1": {"mae1600": "mae", "pcae300": "pcae", "pcae800": "pcae"}, "pcae_throughput": {"mae": "mae", "pcae": "pcae"},
+            "maelite_dmae": {"mae_tiny": "mae", "dmae_tiny": "dmae"}}
+    for exp, variants in want.items():
+        for variant, method in variants.items():
+            (d,) = tmp_path.glob(f"tiny/{exp}/{variant}-*")
+            c = json.loads((d / "config.json").read_text())["config"]
+            assert c["method"] == method, (exp, variant, c["method"])
+            ev = json.loads((d / "eval.json").read_text())
+            if exp == "pcae_throughput": assert ev["images_per_s"] > 0 and ev["gmacs"] > 0, ev
+            else: assert 0 <= ev["linear_probe"] <= 1, (exp, variant, ev)
+            rows = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+            assert rows and all(x["loss"] == x["loss"] and x["loss"] < 1e3 for x in rows), (variant, rows)
+            if method == "pcae": assert all(0 <= x["loss"] <= 2 for x in rows)             # 1 - cosine
+            if method == "dmae": assert all(x["distill"] > 0 for x in rows)                # the distillation term, logged
+    c = json.loads(next(tmp_path.glob("tiny/pcae_throughput/pcae-*/config.json")).read_text())["config"]
+    assert c["mask_ratio"] == 0.9
+    c = json.loads(next(tmp_path.glob("tiny/maelite_dmae/dmae_tiny-*/config.json")).read_text())["config"]
+    assert c["distill"]["checkpoint"].endswith("toy-teacher-v1.pt") and c["distill"]["layers"] == [[-1, -1]]
+    # D-MAE's checkpoints hold the student once and not the frozen teacher (reloaded from its file)
+    (d,) = tmp_path.glob("tiny/maelite_dmae/dmae_tiny-*")
+    sd = torch.load(next((d / "checkpoints").glob("*.pt")), map_location="cpu", weights_only=False)["model"]
+    assert not any(k.startswith("distill.teacher.") for k in sd) and any(k.startswith("distill.mixers.") for k in sd)
+    r = run("--exp", "maelite_dmae", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    assert r.returncode == 0 and "vit_tiny" in r.stdout and "layer decay 0.85" in r.stdout, r.stdout + r.stderr
