@@ -8,7 +8,6 @@ from smrnb.figures import paper_figures, find_trained_encoder, finished_runs
 from smrnb.report import FIXTURE_RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY = ROOT / "data" / "toy"
 PNGS = {"diversity": "pcae_fig3_diversity.png", "attention": "maelite_fig3_attention.png", "cka": "maelite_fig4_cka.png"}
 
 
@@ -31,10 +30,10 @@ def _check_outputs(res, out, tiny_depth, y_depth):
     assert (out / "figures_note.txt").read_text().strip() == res["note"]
 
 
-def test_fixture_runs_have_no_checkpoint_so_figures_use_stand_ins(tmp_path):
+def test_fixture_runs_have_no_checkpoint_so_figures_use_stand_ins(tmp_path, toy):
     assert (FIXTURE_RUNS / "tiny").is_dir()
     assert finished_runs(FIXTURE_RUNS) == [] and find_trained_encoder(FIXTURE_RUNS) is None
-    res = paper_figures(FIXTURE_RUNS, tmp_path / "figs", data_root=TOY, n_images=8)
+    res = paper_figures(FIXTURE_RUNS, tmp_path / "figs", data_root=toy, n_images=8)
     assert "no finished tiny run" in res["note"] and "random weights" in res["note"], res["note"]
     assert "CKA against the timm model" in res["note"], res["note"]
     _check_outputs(res, tmp_path / "figs", tiny_depth=6, y_depth=12)
@@ -43,22 +42,22 @@ def test_fixture_runs_have_no_checkpoint_so_figures_use_stand_ins(tmp_path):
 
 
 @pytest.fixture
-def trained_runs(tmp_path):
+def trained_runs(tmp_path, toy):
     "A runs dir with a `tm` run and a `none` run of smr_ablation_4e, two steps each, launched from `tmp_path` (relative paths)."
     from smrnb.tiny import tiny_config
     from smrnb.train import train
     cwd = os.getcwd(); os.chdir(tmp_path)
     try:
         for name, over in (("tm-0000", {}), ("none-0000", dict(schedule=None))):
-            cfg = tiny_config("smr", f"runs/tiny/smr_ablation_4e/{name}", TOY, epochs=1, max_steps=2, batch_size=8, arch="toy", **over)
+            cfg = tiny_config("smr", f"runs/tiny/smr_ablation_4e/{name}", toy, epochs=1, max_steps=2, batch_size=8, arch="toy", **over)
             train(cfg, progress=False)
     finally: os.chdir(cwd)
     return tmp_path / "runs"
 
 
-def test_paper_figures_on_trained_runs(trained_runs, tmp_path):
+def test_paper_figures_on_trained_runs(trained_runs, tmp_path, toy):
     out = tmp_path / "figs"
-    res = paper_figures(trained_runs, out, data_root=TOY, n_images=8)
+    res = paper_figures(trained_runs, out, data_root=toy, n_images=8)
     assert "tm-0000" in res["note"] and "none-0000" in res["note"] and "no finished" not in res["note"], res["note"]
     _check_outputs(res, out, tiny_depth=6, y_depth=6)                       # CKA: tm run vs the none run (both 6 blocks)
     div = pd.read_csv(res["diversity_csv"])
@@ -70,6 +69,6 @@ def test_paper_figures_on_trained_runs(trained_runs, tmp_path):
     assert set(att.model) == {"smr_ablation_4e/tm-0000 (trained)", "vit_tiny_patch16_224 32px/4px (random init)"}
 
 
-def test_missing_timm_weights_file_is_named(tmp_path):
+def test_missing_timm_weights_file_is_named(tmp_path, toy):
     with pytest.raises(FileNotFoundError, match="not found"):
-        paper_figures(FIXTURE_RUNS, tmp_path, data_root=TOY, n_images=8, timm_weights=tmp_path / "nope.pth")
+        paper_figures(FIXTURE_RUNS, tmp_path, data_root=toy, n_images=8, timm_weights=tmp_path / "nope.pth")
