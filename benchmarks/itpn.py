@@ -9,11 +9,12 @@ resident set (VmHWM, reset through /proc/self/clear_refs after malloc_trim) over
 
     .venv/bin/python benchmarks/itpn.py [--arch fast_itpn_base] [--img-size 224] [--batch 8] [--steps 5] [--window 7] [--device cuda]
 """
-import argparse, ctypes, gc, statistics, sys, time
+import argparse, ctypes, gc, statistics, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from smrnb.itpn import create_itpn
+from benchmarks.timing import timed
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--arch", default="fast_itpn_base"); p.add_argument("--img-size", type=int, default=224)
@@ -53,18 +54,12 @@ def peak_bytes():
         return _status("VmHWM:") - base
     except OSError: return None
 
-def timed():
-    if dev.type == "cuda": torch.cuda.synchronize()
-    t = time.perf_counter(); out = forward()
-    if dev.type == "cuda": torch.cuda.synchronize()
-    return time.perf_counter() - t, out
-
 def measure(ratio, gathering):
     model.migration_ratio, model.gathering = ratio, gathering
     for _ in range(a.warmup): forward()
     ts = []
     for _ in range(a.steps):
-        t, out = timed(); ts.append(t)
+        t, out = timed(forward, dev); ts.append(t)
     moved = sum(gi[0].numel() for _, gi in out.migrated)
     return statistics.median(ts), peak_bytes(), P - moved
 

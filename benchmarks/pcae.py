@@ -7,11 +7,12 @@ Both steps include forward, backward and an AdamW step; they are interleaved (ma
 
     .venv/bin/python benchmarks/pcae.py [--arch vit_base] [--batch 64] [--steps 10] [--device cuda]
 """
-import argparse, statistics, sys, time
+import argparse, statistics, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from smrnb.models import create_encoder
+from benchmarks.timing import timed
 from smrnb.decoder import Decoder
 from smrnb.pretrain import random_masking, recon_loss
 from smrnb.targets import pixel_target
@@ -71,16 +72,10 @@ def pcae_step(i):
     teacher.update(pcae_enc, min(1.0, i / max(1, a.steps)))
     info["pcae_targets"], info["pcae_masked"] = pos.shape[1], masked.shape[1]
 
-def timed(f):
-    if dev.type == "cuda": torch.cuda.synchronize()
-    t = time.perf_counter(); f()
-    if dev.type == "cuda": torch.cuda.synchronize()
-    return time.perf_counter() - t
-
 for i in range(a.warmup): mae_step(); pcae_step(i)
 tm, tp = [], []
 for i in range(a.steps):
-    tm.append(timed(mae_step)); tp.append(timed(lambda: pcae_step(i)))
+    tm.append(timed(mae_step, dev)[0]); tp.append(timed(lambda: pcae_step(i), dev)[0])
 mae_ips, pcae_ips = a.batch / statistics.median(tm), a.batch / statistics.median(tp)
 name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 print(f"device {name}, arch {a.arch}, batch {a.batch}, {a.steps} timed steps (medians), mask ratio {a.mask_ratio}")

@@ -14,11 +14,12 @@ from .models import (CompressedAttention, CompressedBlock, CompressionConfig, En
 from .backbones.hivit import HiViT, HIVIT_PRESETS, mask_from_keep
 from .backbones.convit import ConViT, CONVIT_PRESETS
 from .backbones.swin import SwinEncoder, SWIN_PRESETS
+from .itpn import ITPN, ITPN_PRESETS
 
 # %% auto #0
 __all__ = ['HIER_FAMILIES', 'ENCODER_ALIASES', 'TINY_ARCHS', 'kept_state', 'StageCompression', 'CompressedHiViT',
-           'CompressedConViT', 'GreenMIMSwin', 'hier_family', 'arch_family', 'encoder_names', 'create_hier_encoder',
-           'arch_geometry', 'finetune_hier']
+           'CompressedConViT', 'GreenMIMSwin', 'itpn_encoder', 'hier_family', 'arch_family', 'encoder_names',
+           'create_hier_encoder', 'arch_geometry', 'finetune_hier']
 
 # %% ../nbs/23_encoders.ipynb #c006
 def kept_state(x: torch.Tensor, keep: Optional[torch.Tensor], num_patches: int) -> TokenState:
@@ -185,19 +186,29 @@ class GreenMIMSwin(SwinEncoder):
         return {"mask_token"} | {n for n, _ in self.named_parameters() if n.endswith("relative_position_bias_table")}
 
 # %% ../nbs/23_encoders.ipynb #c025
+def itpn_encoder(schedule=None, compressor: str = "tm", placement: str = "mlp", prop_attn: bool = True, split: str = "alternate",
+                 **kwargs) -> ITPN:
+    "An `ITPN` (smrnb.itpn) for `create_encoder`: the model itself (pre-trained with method='mfm'); SMR's schedules do not apply."
+    if schedule is not None and any(parse_schedule(schedule, 10**6)):
+        raise ValueError("iTPN's pyramid needs one token per patch at the end of the backbone, so SMR's compression does not apply: "
+                         "pre-train it with method='mfm' (Fast-iTPN's token migration is the model's migration_ratio)")
+    m = ITPN(**kwargs)
+    m.build_kwargs = dict(kwargs)
+    return m
+
 HIER_FAMILIES = {"hivit": (HIVIT_PRESETS, CompressedHiViT), "convit": (CONVIT_PRESETS, CompressedConViT),
-                 "swin": (SWIN_PRESETS, GreenMIMSwin)}
+                 "swin": (SWIN_PRESETS, GreenMIMSwin), "itpn": (ITPN_PRESETS, itpn_encoder)}
 ENCODER_ALIASES = {"HiViT-B": "hivit_base_3324", "HiViT": "hivit_base_3324", "ConViT-B": "convit_base", "ConvViT-B": "convit_base",
                    "ConViT": "convit_base", "ConvViT": "convit_base", "Swin-T": "swin_tiny", "Swin-S": "swin_small", "Swin-B": "swin_base"}
-TINY_ARCHS = {"vit": "toy", "hivit": "hivit_toy", "convit": "convit_toy", "swin": "swin_toy"}   # each family's tiny-paper student
+TINY_ARCHS = {"vit": "toy", "hivit": "hivit_toy", "convit": "convit_toy", "swin": "swin_toy", "itpn": "itpn_toy"}   # each family's tiny-paper student
 
 def hier_family(arch: str) -> Optional[str]:
-    "`hivit`, `convit` or `swin` for a preset (or alias) of those families, None otherwise (a ViT or an unknown name)."
+    "`hivit`, `convit`, `swin` or `itpn` for a preset (or alias) of those families, None otherwise (a ViT or an unknown name)."
     name = ENCODER_ALIASES.get(arch, arch)
     return next((f for f, (presets, _) in HIER_FAMILIES.items() if name in presets), None)
 
 def arch_family(arch: str) -> str:
-    "`vit`, `hivit`, `convit` or `swin`; a clear error listing every preset for an unknown name."
+    "`vit`, `hivit`, `convit`, `swin` or `itpn`; a clear error listing every preset for an unknown name."
     if (f := hier_family(arch)) is not None: return f
     try: resolve_arch(arch); return "vit"
     except ValueError: raise unknown_name("architecture", arch, encoder_names(), n=3) from None
@@ -207,7 +218,7 @@ def encoder_names() -> list:
     return [*PRESETS, *ALIASES, *(n for p, _ in HIER_FAMILIES.values() for n in p), *ENCODER_ALIASES]
 
 def create_hier_encoder(arch: str, schedule=None, compressor: str = "tm", **kwargs) -> nn.Module:
-    "A HiViT, ConViT or Swin encoder in the protocol above from a preset; `kwargs` override it."
+    "A HiViT, ConViT or Swin encoder in the protocol above (an `ITPN` for the itpn family) from a preset; `kwargs` override it."
     fam = arch_family(arch)
     if fam == "vit": raise ValueError(f"{arch} is a ViT preset: use smrnb.models.create_encoder")
     presets, cls = HIER_FAMILIES[fam]
@@ -225,6 +236,10 @@ def arch_geometry(arch: str, img_size: Optional[int] = None) -> dict:
         c = {k: v.default for k, v in inspect.signature(SwinEncoder.__init__).parameters.items() if v.default is not inspect.Parameter.empty}
         c.update(presets[ENCODER_ALIASES.get(arch, arch)])
         p, img, depth, cls = c["patch_size"] * 2 ** (len(c["depths"]) - 1), img_size or c["img_size"], 0, False
+    elif fam == "itpn":         # HiViT's geometry; no schedule applies (depth 0, as for Swin)
+        c = {k: v.default for k, v in inspect.signature(HiViT.__init__).parameters.items() if v.default is not inspect.Parameter.empty}
+        c.update(ITPN_PRESETS[arch])
+        p, img, depth, cls = c["patch_size"], img_size or c["img_size"], 0, False
     else:
         from smrnb.complexity import hier_shape
         s = hier_shape(ENCODER_ALIASES.get(arch, arch), img_size)

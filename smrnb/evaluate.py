@@ -115,6 +115,7 @@ class FinetuneConfig:
     amp: str = "auto"                      # auto (bf16 on CUDA) | bf16 | off
     device: str = "auto"
     seed: int = 0
+    drop: dict | None = None               # PCAE's downstream token dropping (smrnb.pcae.DropConfig keys, e.g. {"max_ratio": 0.4}); rpe=False
 
     @property
     def peak_lr(self) -> float: return self.lr if self.lr is not None else self.blr * self.batch_size / 256
@@ -132,9 +133,21 @@ class FinetuneConfig:
             v = getattr(c, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"fine-tuning {k}={v!r} is not valid: an integer >= 1")
         if c.amp not in ("auto", "bf16", "off"): raise ValueError(f"fine-tuning amp={c.amp!r}: one of auto, bf16, off")
+        if c.drop is not None:
+            from smrnb.pcae import DropConfig
+            if not isinstance(c.drop, dict): raise ValueError(f"fine-tuning drop={c.drop!r}: a dict of smrnb.pcae.DropConfig keys, e.g. {{'max_ratio': 0.4}}")
+            dc = DropConfig.from_dict(c.drop)
+            if c.rpe: raise ValueError("fine-tuning with token dropping (drop=...) cannot keep a relative position bias: set rpe=False")
+            if c.epochs < dc.warmup_epochs + dc.ramp_epochs:
+                raise ValueError(f"fine-tuning for {c.epochs} epochs never reaches the drop ratio {dc.max_ratio} (warm-up {dc.warmup_epochs:g} + "
+                                 f"ramp {dc.ramp_epochs:g} epochs): raise epochs or shorten drop's warmup_epochs / ramp_epochs")
         return c
 
-    def to_dict(self) -> dict: return json.loads(json.dumps(asdict(self)))
+    def to_dict(self) -> dict:
+        "JSON-ready; `drop` only when set (a recipe without it keeps the id it had before the key existed)."
+        d = json.loads(json.dumps(asdict(self)))
+        if d["drop"] is None: d.pop("drop")
+        return d
 
 def relative_position_index(grid: tuple) -> torch.Tensor:
     "BEiT's `(N+1, N+1)` index into a `(2H-1)(2W-1)+3` bias table for an `H x W` patch grid with a class token first."
@@ -263,6 +276,10 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
     if mix is not None and per_rank % 2: raise ValueError(f"mixup/cutmix needs an even batch per process, got {per_rank}")
     torch.manual_seed(ft.seed)                                             # the same head on every rank
     model = finetune_model(encoder, num_classes, ft.drop_path, ft.rpe).to(dev)
+    net = model                                                            # what runs forward: the model, or PCAE's dropping wrapper
+    if ft.drop is not None:
+        from smrnb.pcae import TokenDropping
+        net = TokenDropping(model, ft.drop)
     opt = torch.optim.AdamW(param_groups_lrd(model, ft.weight_decay, ft.layer_decay, finetune_no_weight_decay(model)),
                             lr=ft.peak_lr, betas=tuple(ft.betas), fused=dev.type == "cuda")
     ds = SeededDataset(train_ds, ft.seed)
@@ -279,7 +296,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
         if rank == 0: print(f"fine-tuning: resuming {ckpt} from step {step}", flush=True)
     else:
         torch.manual_seed(ft.seed + rank); np.random.seed(ft.seed + rank); random.seed(ft.seed + rank)
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    ddp = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     use_bf16 = ft.amp == "bf16" or (ft.amp == "auto" and dev.type == "cuda")
     crit = SoftTargetCrossEntropy() if mix is not None else nn.CrossEntropyLoss(label_smoothing=ft.label_smoothing)
 
@@ -300,6 +317,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
         for x, y in loader:
             lr = lr_at(step, spe, ft.epochs, ft.peak_lr, ft.warmup_epochs, ft.min_lr)
             for g in opt.param_groups: g["lr"] = lr * g["lr_scale"]
+            if net is not model: net.set_epoch(step / spe)                  # the drop ratio's warm-up, per step
             x, y = x.to(dev, non_blocking=True), torch.as_tensor(y).to(dev, non_blocking=True)
             if mix is not None: x, y = mix(x, y)
             opt.zero_grad(set_to_none=True)
@@ -320,7 +338,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
                 if not math.isfinite(ep_loss): raise FloatingPointError(f"fine-tuning loss is not finite in epoch {epoch + 1} (step {step})")
                 row = dict(epoch=step // spe, train_loss=ep_loss, lr=lr)
                 if step == total or (ft.eval_every and (step // spe) % ft.eval_every == 0):
-                    row["val_acc"] = _dist_accuracy(model, val_ds, max(micro, 1), dev, rank, world, use_bf16, ft.num_workers); model.train()
+                    row["val_acc"] = _dist_accuracy(net, val_ds, max(micro, 1), dev, rank, world, use_bf16, ft.num_workers); model.train()
                 hist.append(row)
                 if rank == 0: print(f"fine-tuning epoch {row['epoch']}/{ft.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
             if ckpt is not None and (step == total or (ft.ckpt_every and step % ft.ckpt_every == 0) or (not ft.ckpt_every and step % spe == 0)):
@@ -329,7 +347,9 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
             if crash_at_step is not None and step == crash_at_step: raise SimulatedCrash(f"simulated crash after fine-tuning step {step}")
             if step >= total: break
     acc = hist[-1].get("val_acc", float("nan")) if hist else float("nan")
-    return dict(val_acc=acc, history=hist, steps=step, world_size=world, finetune=ft.to_dict())
+    out = dict(val_acc=acc, history=hist, steps=step, world_size=world, finetune=ft.to_dict())
+    if net is not model: out.update(drop_ratio=net.set_epoch(step / spe), drop_layers=list(net.layers))
+    return out
 
 # %% ../nbs/11_eval.ipynb #c021
 def removal_schedule(encoder, frac: float, compressor: str = "tm") -> list[int]:

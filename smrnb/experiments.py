@@ -20,10 +20,10 @@ __all__ = ['EVALUATIONS', 'SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIP
            'EXPERIMENTS', 'RUN_ID_SKIP', 'RUN_ID_IF_SET', 'TINY_EVALUATE', 'Variant', 'Experiment', 'toy_teacher_kw',
            'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule', 'published',
            'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments', 'parse_overrides',
-           'variant_config', 'run_id', 'run_configs', 'paper_numbers']
+           'variant_config', 'run_id', 'eval_settings', 'run_configs', 'paper_numbers']
 
 # %% ../nbs/13_experiments.ipynb #c006
-EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "none")
+EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "token_dropping", "none")
 SCALES = ("paper", "tiny")
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -32,7 +32,7 @@ class Variant:
     "One row of a table: paper-scale config overrides, what follows pre-training, the published number."
     name: str                    # short, filesystem-safe, unique within the experiment
     config: dict                 # TrainConfig overrides (paper-scale choices; mapped to the tiny scale by `tiny_overrides`)
-    evaluate: str = "finetune"   # finetune | linear_probe | compactness | complexity | none
+    evaluate: str = "finetune"   # finetune | linear_probe | compactness | complexity | token_dropping | none
     paper: dict | None = None    # {"table", "row", "metric", "value"} (+ "note", "more": {metric: value}); None: no number
     at_scale: dict = field(default_factory=dict)   # extra overrides at one scale only: {"paper": {...}, "tiny": {...}}
     note: str = ""
@@ -293,6 +293,13 @@ _PC4 = [Variant("mae", dict(_MAE), evaluate="complexity", at_scale=_MAE_PC,
         Variant("pcae", dict(method="pcae", mask_ratio=0.9), evaluate="complexity",
                 paper=published("PCAE-4", "PCAE (mask 90%)", 739.7, "images_per_s",
                                 note="'at most 739.7 images per second': the highest mask ratio of Table 4 (90%), read from the prose"))]
+# Table 5: 40 % per stage after blocks 0/7/10 keeps 196 -> 117 -> 70 -> 42 tokens; the baseline is fine-tuned in the same job
+_PC5 = [Variant("drop40", dict(method="pcae", epochs=300), evaluate="token_dropping",
+                finetune=dict(rpe=False, drop=dict(max_ratio=0.4)),
+                paper=published("PCAE-5", "42 of 196 tokens kept", 1.2, "top1_drop", throughput_gain=88,
+                                note="top-1 lost and inference throughput gained vs the same model fine-tuned without dropping"),
+                note=_PCAE_NOTE + "; fine-tuned (100 epochs, no RPE) with and without dropping 40% per stage after blocks 0/7/10; "
+                     "the pre-training length behind Table 5 is not stated: 300 epochs (Table 1's)")]
 # MAE-lite (seed 003): ViT-Tiny with 12 heads; Table A1 pre-training, Appendix A.1's improved fine-tuning (100 epochs)
 MAELITE_PRETRAIN = dict(arch="vit_tiny", epochs=400, batch_size=4096, blr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05,
                         warmup_epochs=40, min_lr=0.0, crop_scale=(0.08, 1.0), drop_path=0.0, decoder_depth=1, decoder_width=192,
@@ -342,6 +349,9 @@ EXPERIMENTS = {e.name: e for e in [
     _exp("pcae_throughput", "PCAE-4", "PCAE's pre-training throughput vs MAE's on ViT-B (the paper: one V100 32 GB): a 200-step "
          "timing run each." + _TINY_NOTE, _PC4, paper=dict(PCAE_RECIPE, epochs=100, max_steps=200),
          tiny=dict(max_steps=10), res=dict(gpus_per_node=1, cpus_per_task=10, mem_gb=64, timeout_min=60), tiny_res=dict(timeout_min=20)),
+    _exp("pcae_dropping", "PCAE-5", "PCAE's downstream token dropping (§3.4, Table 5): fine-tune the pre-trained ViT-B with and "
+         "without dropping (ms after blocks 0/7/10, drop ratio warm-up 10 + ramp 25 epochs, the mean of the dropped tokens "
+         "appended), then time inference of both." + _TINY_NOTE + " Drop warm-up and ramp / 50.", _PC5, paper=PCAE_RECIPE),
     _exp("maelite_dmae", "MAELITE-5", "MAE-lite (seed 003): ViT-Tiny (12 heads) MAE vs D-MAE (last-layer attention distillation "
          "from a frozen MAE-Base on the same visible patches), 400 epochs, ImageNet-1K fine-tuning with the improved recipe."
          + _TINY_NOTE + " D-MAE's teacher -> the fixed toy teacher.", _ML5, paper=MAELITE_PRETRAIN),
@@ -440,6 +450,20 @@ def run_id(variant: str, config: dict) -> str:
 
 TINY_EVALUATE = {"finetune": "linear_probe"}   # what stands in for an evaluation at tiny scale
 
+def eval_settings(v: Variant, ev: str, scale: str) -> dict:
+    """The evaluation settings a variant brings: its fine-tuning recipe for `finetune` (paper scale); for `token_dropping`
+    the recipe at paper scale, and at tiny scale only its `rpe` and `drop` with the drop warm-up and ramp / `TINY_DIVISOR`
+    (the rest of the tiny recipe: the launcher's `EVAL_DEFAULTS`)."""
+    if ev == "finetune": return dict(v.finetune)
+    if ev != "token_dropping": return {}
+    if scale == "paper": return dict(v.finetune)
+    out = {k: v.finetune[k] for k in ("rpe",) if k in v.finetune}
+    if (drop := v.finetune.get("drop")) is not None:
+        from smrnb.pcae import DropConfig
+        dc = DropConfig.from_dict(drop)
+        out["drop"] = {**drop, "warmup_epochs": dc.warmup_epochs / TINY_DIVISOR, "ramp_epochs": dc.ramp_epochs / TINY_DIVISOR}
+    return out
+
 def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "runs", seeds=None) -> list[dict]:
     "One dict per variant (and seed, with `seeds`): variant, seed, run_id, config (a full `TrainConfig` as a dict), evaluate, paper, resources."
     exp = get_experiment(exp)
@@ -461,7 +485,7 @@ def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "run
         cfg["run_dir"] = f"{root}/{scale}/{exp.name}/{rid}"
         ev = TINY_EVALUATE.get(v.evaluate, v.evaluate) if scale == "tiny" else v.evaluate
         out.append(dict(variant=v.name, seed=cfg["seed"], run_id=rid, config=cfg, evaluate=ev, paper=v.paper,
-                        resources=dict(exp.resources[scale]), eval_kw=dict(v.finetune) if ev == "finetune" else {}))
+                        resources=dict(exp.resources[scale]), eval_kw=eval_settings(v, ev, scale)))
     return out
 
 # %% ../nbs/13_experiments.ipynb #c043

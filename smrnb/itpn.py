@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Mlp, SwiGLU, trunc_normal_
 from timm.models.vision_transformer import Block
-from .backbones.hivit import HiViT, MlpBlock, image_patches, gather_tokens, keep_from_mask
+from .backbones.hivit import HiViT, MlpBlock, gather_tokens, keep_from_mask
 from .compress import bipartite_match
 from .models import from_preset, spread_counts
 from .targets import pixel_target
@@ -108,6 +108,10 @@ class ITPN(HiViT):
         self.init_weights()
         trunc_normal_(self.mask_token, std=.02)
 
+    def no_weight_decay(self) -> set:
+        "Embeddings and tokens: no weight decay (relative position tables too)."
+        return {"pos_embed", "mask_token", "gather_embed"} | {n for n, _ in self.named_parameters() if "relative_position" in n}
+
     def init_weights(self):
         super().init_weights()
         for m in self.modules():
@@ -117,20 +121,15 @@ class ITPN(HiViT):
 # %% ../nbs/26_itpn.ipynb #c017
 def _stem_levels(self: ITPN, x, keep=None, masked=None):
     "(`[U1 (B*K,4,4,C/4), U2 (B*K,2,2,C/2)]`, tokens `(B,K,C)` with position embedding) for the kept patches."
-    p = image_patches(x, self.patch_size)
-    if p.shape[1] != self.num_patches:
-        raise ValueError(f"the image has {p.shape[1]} patches, the model {self.num_patches} (img_size {self.grid_size[0] * self.patch_size})")
-    pos = self.pos_embed.expand(x.shape[0], -1, -1)
-    if keep is not None: p, pos = gather_tokens(p, keep), gather_tokens(pos, keep)
-    B, K = p.shape[:2]
-    t = self.patch_embed(p.flatten(0, 1))
-    if masked is not None:
-        m = masked.bool() if keep is None else gather_tokens(masked.bool(), keep)
-        t = torch.where(m.reshape(B * K, 1, 1, 1), self.mask_token.to(t.dtype), t)
-    feats = []
-    for stage in self.stem:
-        t = stage.blocks(t); feats.append(t); t = stage.downsample(t)
-    return feats, self.pos_drop(t.reshape(B, K, self.embed_dim) + pos)
+    feats, hooks = [], [st.blocks.register_forward_hook(lambda mod, inp, out: feats.append(out)) for st in self.stem]
+    if masked is not None:    # the masked patches' sub-tokens become the mask token, right after the patch embedding
+        m = (masked.bool() if keep is None else gather_tokens(masked.bool(), keep)).reshape(-1, 1, 1, 1)
+        hooks.append(self.patch_embed.register_forward_hook(
+            lambda mod, inp, out: torch.where(m, self.mask_token.to(out.dtype), out)))
+    try: t = HiViT.forward_stem(self, x, keep)
+    finally:
+        for h in hooks: h.remove()
+    return feats, t
 
 ITPN.forward_stem_levels = _stem_levels
 
@@ -315,7 +314,7 @@ class MFM(nn.Module):
     "iTPN pre-training loss (Eq. 4): pixel reconstruction from the merged pyramid + `lam` x masked feature modelling."
     def __init__(self, model: ITPN, teacher: Union[str, Callable] = "ema", teacher_dim: Optional[int] = None, lam: float = 0.3,
                  momentum: float = 0.996, decoder_depth: int = 1, norm_pix: bool = True, teacher_mean=CLIP_MEAN,
-                 teacher_std=CLIP_STD, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD):
+                 teacher_std=CLIP_STD, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD, ema_teacher: Optional[nn.Module] = None):
         super().__init__()
         C, Fd, p = model.embed_dim, model.fpn_dim, model.patch_size
         self.model, self.lam, self.momentum, self.norm_pix = model, lam, momentum, norm_pix
@@ -323,7 +322,8 @@ class MFM(nn.Module):
         self.decoder = nn.Sequential(*[Block(C, model.blocks[0].attn.num_heads if len(model.blocks) else 1, qkv_bias=True)
                                        for _ in range(decoder_depth)], nn.LayerNorm(C), nn.Linear(C, p * p * 3))
         if teacher == "ema":
-            self._teacher = [copy.deepcopy(model).requires_grad_(False).eval()]   # a list: not a submodule of the student
+            # a list: not a submodule of the student; `ema_teacher`: a copy kept (and EMA-updated) elsewhere, e.g. Pretrainer's target
+            self._teacher = [ema_teacher if ema_teacher is not None else copy.deepcopy(model).requires_grad_(False).eval()]
             self.feat_heads = nn.ModuleList([nn.Linear(Fd, C // 4), nn.Linear(Fd, C // 2), nn.Linear(C, C)])
         elif callable(teacher):
             if teacher_dim is None: raise ValueError("a feature teacher needs teacher_dim")

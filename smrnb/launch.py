@@ -12,13 +12,14 @@ from .experiments import get_experiment, run_configs, check_amendments
 from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_json
 
 # %% auto #0
-__all__ = ['DISTRIBUTED_EVALUATIONS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS', 'EVAL_KEYS', 'evaluate_run',
-           'harden_slurm_requeue', 'RunJob', 'job_alive', 'run_state', 'executor_params', 'make_executor',
-           'choose_cluster', 'act_memory', 'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_seeds',
-           'parse_eval_set', 'plan', 'job_lines', 'print_plan', 'eval_summary', 'launch', 'status']
+__all__ = ['DISTRIBUTED_EVALUATIONS', 'THROUGHPUT_KEYS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS', 'EVAL_KEYS',
+           'evaluate_run', 'finetune_recipe_id', 'split_dropping_kw', 'harden_slurm_requeue', 'RunJob', 'job_alive',
+           'run_state', 'executor_params', 'make_executor', 'choose_cluster', 'act_memory', 'LaunchInterrupted',
+           'run_busy', 'check_eval_kw', 'parse_seeds', 'parse_eval_set', 'plan', 'job_lines', 'print_plan',
+           'eval_summary', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
-DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe")   # run on every process of the evaluation job
+DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe", "token_dropping")   # run on every process of the evaluation job
 
 def _datasets(cfg, train_tf, val_tf):
     from smrnb.data import ManifestDataset
@@ -48,6 +49,16 @@ def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> di
         if rank == 0: atomic_write_text(run.path / "eval.json", json.dumps(res, indent=1))
     return res if rank == 0 else None
 
+def finetune_recipe_id(ft) -> str:
+    "The folder name of a fine-tuning recipe's checkpoint under `<run>/finetune/`: 8 hex of the sha1 of its settings."
+    return hashlib.sha1(json.dumps(ft.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+
+THROUGHPUT_KEYS = ("throughput_batch", "throughput_iters")   # token_dropping: the inference timing, beside the fine-tuning recipe
+
+def split_dropping_kw(kw: dict) -> tuple:
+    "`(fine-tuning recipe, timing settings)` of the token_dropping evaluation's settings."
+    return {k: v for k, v in kw.items() if k not in THROUGHPUT_KEYS}, {k: v for k, v in kw.items() if k in THROUGHPUT_KEYS}
+
 def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
     import torch
     from smrnb.tiny import load_encoder
@@ -69,9 +80,29 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
                                                    color_jitter=ft.color_jitter), val_tf)
         n_cls = int(max(tr.targets)) + 1
-        recipe = hashlib.sha1(json.dumps(ft.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-        r = E.finetune(load_encoder(cfg), tr, va, n_cls, ft, out_dir=run.path / "finetune" / recipe)   # another recipe: another checkpoint
+        r = E.finetune(load_encoder(cfg), tr, va, n_cls, ft, out_dir=run.path / "finetune" / finetune_recipe_id(ft))   # another recipe: another checkpoint
         res.update(top1_finetune=r["val_acc"], history=r["history"], finetune=r["finetune"], world_size=r["world_size"])
+    elif evaluate == "token_dropping":   # PCAE's Table 5: the same recipe without and with dropping, then inference timed both ways
+        from dataclasses import replace
+        from smrnb.pcae import dropping_throughput, drop_counts
+        ft_kw, tp = split_dropping_kw(kw)
+        ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
+        if ft.drop is None: raise ValueError("the token_dropping evaluation needs a drop recipe: --eval-set drop='{\"max_ratio\": 0.4}'")
+        tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
+                                                   color_jitter=ft.color_jitter), val_tf)
+        n_cls, got = int(max(tr.targets)) + 1, {}
+        for name, f in (("full", replace(ft, drop=None)), ("drop", ft)):   # each recipe its own checkpoint (finetune/<recipe id>)
+            got[name] = E.finetune(load_encoder(cfg), tr, va, n_cls, f, out_dir=run.path / "finetune" / finetune_recipe_id(f))
+        if rank == 0:
+            model = E.finetune_model(load_encoder(cfg), n_cls, rpe=ft.rpe).to(where)     # speed does not depend on the weights
+            t = dropping_throughput(model, got["drop"]["drop_ratio"], got["drop"]["drop_layers"], batch=tp.get("throughput_batch", 64),
+                                    iters=tp.get("throughput_iters", 20), device=where, bf16=ft.amp == "bf16" or (ft.amp == "auto" and where.type == "cuda"))
+            n = model.patch_embed.num_patches
+            res.update(top1_finetune=got["full"]["val_acc"], top1_dropping=got["drop"]["val_acc"],
+                       top1_drop=100 * (got["full"]["val_acc"] - got["drop"]["val_acc"]), throughput_gain=t["throughput_gain"],
+                       throughput=t, tokens=[n] + drop_counts(n, t["ratio"], t["layers"], len(model.blocks)),
+                       history=dict(full=got["full"]["history"], drop=got["drop"]["history"]), finetune=ft.to_dict(),
+                       world_size=got["drop"]["world_size"])
     elif evaluate == "compactness":
         from smrnb.pretrain import Pretrainer
         from smrnb.train import load_model_state, load_checkpoint
@@ -93,7 +124,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
                    images_per_s=sum(r["images_per_s"] for r in rows[1:] or rows) / len(rows[1:] or rows),
                    peak_mem_mb=max(r["peak_mem_mb"] for r in rows))
     elif evaluate != "none":
-        raise ValueError(f"unknown evaluation {evaluate!r}; valid options: finetune, linear_probe, compactness, complexity, none")
+        raise ValueError(f"unknown evaluation {evaluate!r}; valid options: finetune, linear_probe, compactness, complexity, token_dropping, none")
     return res
 
 # %% ../nbs/14_launch.ipynb #c008
@@ -307,8 +338,10 @@ def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = T
 
 # %% ../nbs/14_launch.ipynb #c016
 EVAL_DEFAULTS = {  # per scale and evaluation: keyword arguments of the evaluation (paper: the Table 6 recipe defaults)
-    "tiny": {"linear_probe": dict(epochs=100)},   # tiny scale runs a linear probe for fine-tuning cells (TINY_EVALUATE)
-    "paper": {"finetune": dict(epochs=100, batch_size=1024), "linear_probe": dict(epochs=90)},
+    "tiny": {"linear_probe": dict(epochs=100),    # tiny scale runs a linear probe for fine-tuning cells (TINY_EVALUATE)
+             "token_dropping": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, throughput_batch=32, throughput_iters=5)},
+    "paper": {"finetune": dict(epochs=100, batch_size=1024), "linear_probe": dict(epochs=90),
+              "token_dropping": dict(epochs=100, batch_size=1024, throughput_batch=256, throughput_iters=50)},
 }
 
 class LaunchInterrupted(Exception):
@@ -330,10 +363,15 @@ EVAL_KEYS = {"linear_probe": ("epochs", "batch_size", "device"), "compactness": 
 
 def check_eval_kw(evaluate: str, kw: dict) -> dict:
     "`kw` if every key is a setting of the evaluation `evaluate` (and, for fine-tuning, a valid value); a `ValueError` saying which otherwise."
-    if evaluate == "finetune":
+    if evaluate in ("finetune", "token_dropping"):
         from smrnb.evaluate import FinetuneConfig
-        try: FinetuneConfig.from_dict(kw)
+        ft_kw, tp = split_dropping_kw(kw) if evaluate == "token_dropping" else (kw, {})
+        try: ft = FinetuneConfig.from_dict(ft_kw)
         except (ValueError, TypeError) as e: raise ValueError(f"--eval-set: {e}") from None
+        if evaluate == "token_dropping" and ft.drop is None:
+            raise ValueError("--eval-set: the token_dropping evaluation needs drop (e.g. drop='{\"max_ratio\": 0.4}') and rpe=False")
+        if bad := [f"{k}={v!r}" for k, v in tp.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]:
+            raise ValueError(f"--eval-set {', '.join(bad)}: an integer >= 1")
     elif bad := sorted(set(kw) - set(EVAL_KEYS.get(evaluate, ()))):
         raise ValueError(f"--eval-set {', '.join(bad)}: not a setting of the {evaluate} evaluation (its settings: {', '.join(EVAL_KEYS.get(evaluate, ())) or 'none'})")
     return kw
@@ -414,9 +452,9 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
         after = "afterok on the pre-training job" if cluster == "slurm" else "after its pre-training, the launcher waits"
         lines += [f"    evaluation job ({r['evaluate']}, {after}): {_resources(params)}", f"      submitit: {json.dumps(params)}"]
         kw = r.get("eval_kw") or {}
-        if r["evaluate"] == "finetune":
+        if r["evaluate"] in ("finetune", "token_dropping"):
             from smrnb.evaluate import FinetuneConfig
-            ft = FinetuneConfig.from_dict(kw)
+            ft = FinetuneConfig.from_dict(split_dropping_kw(kw)[0])
             bs, acc = ft.batch_size, ft.accum_iter
             how = f"lr {ft.lr:g} as set" if ft.lr is not None else f"blr {ft.blr:g} x {bs} / 256"
             micro, bad = divmod(bs, world * acc)
@@ -425,6 +463,12 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
             lines.append(f"      recipe: warm-up {ft.warmup_epochs:g} epochs, min lr {ft.min_lr:g}, layer decay {ft.layer_decay:g}, weight decay "
                          f"{ft.weight_decay:g}, betas {tuple(ft.betas)}, drop path {ft.drop_path:g}, label smoothing {ft.label_smoothing:g}, "
                          f"{ft.auto_augment}, erasing {ft.re_prob:g}, mixup {ft.mixup:g} / cutmix {ft.cutmix:g}, RPE {'on' if ft.rpe else 'off'}")
+            if ft.drop is not None:
+                from smrnb.pcae import DropConfig
+                dc = DropConfig.from_dict(ft.drop)
+                lines.append(f"      token dropping: fine-tuned twice (without, then with dropping {dc.max_ratio:g} per stage after blocks "
+                             f"{'/'.join(map(str, dc.layers))} of {dc.depth}, warm-up {dc.warmup_epochs:g} + ramp {dc.ramp_epochs:g} epochs); "
+                             f"inference timed both ways ({json.dumps(split_dropping_kw(kw)[1])})")
             if bad: warnings.append(f"WARNING: {r['run_id']} finetune: batch_size {bs} is not divisible by {world} processes x accum_iter {acc}")
             amp = kw.get("amp", "auto")
             lines.append(_mem_line(r, "finetune", micro, params, amp == "bf16" or (amp == "auto" and params["gpus_per_node"] > 0),

@@ -5,7 +5,8 @@
 # %% ../nbs/24_pcae.ipynb #c003
 from __future__ import annotations
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, fields
 from typing import Sequence
 import torch
 import torch.nn as nn
@@ -18,7 +19,8 @@ from .targets import EMATeacher, cosine_momentum, _unwrap
 
 # %% auto #0
 __all__ = ['pcae_momentum', 'progressive_schedule', 'surviving_positions', 'masked_complement', 'PCAETeacher', 'pcae_loss',
-           'gather_positions', 'PCAEDecoder', 'DropConfig', 'drop_ratio', 'drop_counts', 'forward_with_dropping']
+           'gather_positions', 'PCAEDecoder', 'DropConfig', 'drop_ratio', 'drop_counts', 'forward_with_dropping',
+           'TokenDropping', 'dropping_throughput']
 
 # %% ../nbs/24_pcae.ipynb #c006
 def pcae_momentum(progress: float, base: float = 0.9999, end: float = 1.0) -> float:
@@ -124,16 +126,31 @@ class PCAEDecoder(nn.Module):
 # %% ../nbs/24_pcae.ipynb #c032
 @dataclass
 class DropConfig:
-    "PCAE's downstream dropping: per-stage ratio target, drop layers (0-based, after the block), warm-up and ramp in epochs."
+    """PCAE's downstream dropping: per-stage ratio target, drop layers (0-based, after the block) of a `depth`-block
+    encoder (in another depth they sit at the same relative depths, `layers_for`), warm-up and ramp in epochs."""
     max_ratio: float = 0.4
     layers: tuple = (0, 7, 10)
     warmup_epochs: float = 10
     ramp_epochs: float = 25
+    depth: int = 12
 
     def __post_init__(self):
         if not 0 <= self.max_ratio < 1: raise ValueError(f"max_ratio must be in [0, 1), got {self.max_ratio}")
         if self.warmup_epochs < 0 or self.ramp_epochs < 0: raise ValueError("warmup_epochs and ramp_epochs must be >= 0")
-        self.layers = tuple(self.layers)
+        self.layers = tuple(int(l) for l in self.layers)
+        if any(not 0 <= l < self.depth for l in self.layers):
+            raise ValueError(f"layers {self.layers} are not blocks of a {self.depth}-block encoder (0-based; depth={self.depth})")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "DropConfig":
+        "Build from a dict (a fine-tuning recipe's `drop`), naming an unknown key and the valid ones."
+        names = [f.name for f in fields(cls)]
+        if bad := sorted(set(d or {}) - set(names)): raise ValueError(f"unknown drop key(s) {', '.join(bad)}; valid keys: {', '.join(names)}")
+        return cls(**(d or {}))
+
+    def layers_for(self, depth: int) -> tuple:
+        "The drop layers in a `depth`-block encoder: `l * depth // self.depth` (the identity at `self.depth`)."
+        return tuple(sorted({l * depth // self.depth for l in self.layers}))
 
 def drop_ratio(epoch: float, cfg: DropConfig = DropConfig()) -> float:
     "Per-stage drop ratio at `epoch` (may be fractional): 0 during the warm-up, a linear ramp to `max_ratio`, then constant."
@@ -182,3 +199,48 @@ def forward_with_dropping(encoder: nn.Module, x: torch.Tensor, ratio: float, lay
     if n_fused: h = h[:, :-1]
     feats = enc.forward_head(h, pre_logits=True)
     return (feats, counts) if return_counts else feats
+
+# %% ../nbs/24_pcae.ipynb #d002
+class TokenDropping(nn.Module):
+    "`model` (a ViT classifier with a head) whose forward drops `ratio` of the tokens after `cfg.layers` (§3.4, `forward_with_dropping`)."
+    def __init__(self, model: nn.Module, cfg: DropConfig | dict | None = None, ratio: float | None = None):
+        super().__init__()
+        cfg = cfg if isinstance(cfg, DropConfig) else DropConfig.from_dict(cfg)
+        m = _unwrap(model)
+        if not hasattr(m, "blocks") or not hasattr(m, "head"): raise ValueError("TokenDropping wraps a plain ViT classifier (blocks and a head)")
+        if any(hasattr(b.attn, "rel_pos_bias") or hasattr(b.attn, "init_rpe") for b in m.blocks):
+            raise ValueError("token dropping cannot keep a relative position bias (it indexes the full patch grid): fine-tune with rpe=False")
+        self.model, self.cfg, self.layers = model, cfg, cfg.layers_for(len(m.blocks))
+        self.ratio = cfg.max_ratio if ratio is None else float(ratio)
+
+    def set_epoch(self, epoch: float) -> float:
+        "Set and return the ratio of the warm-up schedule at (fractional) `epoch`."
+        self.ratio = drop_ratio(epoch, self.cfg); return self.ratio
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _unwrap(self.model).head(forward_with_dropping(self.model, x, self.ratio, self.layers))
+
+# %% ../nbs/24_pcae.ipynb #d006
+@torch.no_grad()
+def dropping_throughput(model: nn.Module, ratio: float, layers: Sequence[int] | None = None, batch: int = 64, iters: int = 10,
+                        warmup: int = 2, device=None, bf16: bool | None = None) -> dict:
+    """Inference images/s of the classifier `model` with `ratio` dropped after `layers` (default: the paper's 0/7/10 at the
+    model's relative depths) and without, alternated in one process; `throughput_gain` in %."""
+    m = _unwrap(model)
+    dev = torch.device(device) if device is not None else next(m.parameters()).device
+    bf16 = dev.type == "cuda" if bf16 is None else bf16
+    layers = DropConfig().layers_for(len(m.blocks)) if layers is None else tuple(layers)
+    was, m = m.training, m.to(dev).eval()
+    x = torch.randn(batch, 3, *m.patch_embed.img_size, device=dev)
+    drop = TokenDropping(m, DropConfig(max_ratio=ratio, layers=layers, depth=len(m.blocks)), ratio=ratio)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times = {"full": 0.0, "drop": 0.0}
+    for i in range(warmup + iters):
+        for k, f in (("full", m), ("drop", drop)):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                sync(); t = time.perf_counter(); f(x); sync()
+            if i >= warmup: times[k] += time.perf_counter() - t
+    m.train(was)
+    full, dropped = batch * iters / times["full"], batch * iters / times["drop"]
+    return dict(images_per_s_full=full, images_per_s_drop=dropped, throughput_gain=100 * (dropped / full - 1), ratio=ratio,
+                layers=list(layers), batch=batch, iters=iters, device=dev.type, bf16=bf16)

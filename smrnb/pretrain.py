@@ -14,6 +14,7 @@ from .decoder import Decoder
 from .targets import make_target, FrozenTeacher
 from .pcae import PCAETeacher, PCAEDecoder, masked_complement
 from .maelite import AttentionDistill
+from .itpn import ITPN, ITPN_PRESETS, MFM
 
 # %% auto #0
 __all__ = ['METHOD_DEFAULTS', 'DISTILL_KEYS', 'recon_loss', 'random_masking', 'batch_masking', 'PretrainConfig', 'Pretrainer']
@@ -63,6 +64,9 @@ METHOD_DEFAULTS = {
     "pcae":   dict(schedule=None, input_mask="drop", mask_ratio=0.75, target="pcae", loss="cosine", loss_on="masked", decoder_depth=2),
     # D-MAE (MAE-lite §5): MAE plus attention distillation from a frozen teacher on the same visible patches (`distill`)
     "dmae":   dict(schedule=None, input_mask="drop", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=8),
+    # iTPN (smrnb.itpn.MFM, Eq. 4): mask tokens in the stem, pixels from the merged pyramid + 0.3 x masked feature modelling
+    # against an EMA copy of the ITPN (momentum 0.996) or a frozen feature teacher (clip / frozen); itpn archs only
+    "mfm":    dict(schedule=None, input_mask="token", mask_ratio=0.75, target="ema", loss_on="masked", decoder_depth=1),
 }
 DISTILL_KEYS = ("checkpoint", "sha256", "layers", "alpha", "hidden", "hidden_weight")
 
@@ -108,6 +112,17 @@ class PretrainConfig:
         if d["target"] == "pcae" and (d["input_mask"] != "drop" or d["schedule"] is not None):
             raise ValueError("target='pcae' needs input_mask='drop' and schedule=None: the teacher encodes the dropped patches "
                              "and the decoder pairs the student's visible tokens with their patches")
+        if d["method"] == "mfm":
+            if d["arch"] not in ITPN_PRESETS:
+                raise ValueError(f"method='mfm' pre-trains an iTPN: arch must be one of {', '.join(ITPN_PRESETS)}, got {d['arch']!r}")
+            if d["target"] not in ("ema", "clip", "frozen"):
+                raise ValueError(f"method='mfm' takes target 'ema' (the ITPN's momentum copy), 'clip' or 'frozen' (a feature teacher), got {d['target']!r}")
+            if d["input_mask"] != "token" or d["schedule"] is not None or d["loss_on"] != "masked":
+                raise ValueError("method='mfm' needs input_mask='token', loss_on='masked' and schedule=None: iTPN's stem replaces the "
+                                 "masked patches by its mask token and its pyramid needs every patch's token")
+            if d["distill"]: raise ValueError("method='mfm' has its own teacher: distill does not apply")
+        elif d["arch"] in ITPN_PRESETS:
+            raise ValueError(f"arch={d['arch']!r} is an iTPN: pre-train it with method='mfm' (it is not in the encoder protocol {d['method']!r} needs)")
         if bad := sorted(set(d["distill"]) - set(DISTILL_KEYS)): raise ValueError(f"unknown distill key(s) {bad}; valid: {', '.join(DISTILL_KEYS)}")
         if d["method"] == "dmae" and "checkpoint" not in d["distill"]:
             raise ValueError("method='dmae' distils a frozen teacher: give distill={'checkpoint': <teacher file>} "
@@ -136,6 +151,7 @@ class Pretrainer(nn.Module):
                                       placement=cfg.placement, prop_attn=cfg.prop_attn, drop_path_rate=cfg.drop_path)
         enc = self.encoder                   # any smrnb encoder (ViT, HiViT, ConViT, Swin): the geometry below is their protocol
         self.patch_size = enc.patch_size     # pixels per position the decoder fills and the target is cut into
+        if cfg.method == "mfm": return self._init_mfm(target)
         if (cfg.target == "pcae" or cfg.distill) and not isinstance(enc, CompressedViT):
             raise ValueError(f"{'PCAE' if cfg.target == 'pcae' else 'distill'} needs a plain ViT encoder (its hooks and token dropping "
                              f"are ViT blocks'); arch={cfg.arch!r} is {type(enc).__name__}")
@@ -161,6 +177,21 @@ class Pretrainer(nn.Module):
         if c.target == "frozen": return make_target("frozen", **c.target_kw)
         return make_target("clip", **c.target_kw)
 
+    def _init_mfm(self, target=None):
+        "iTPN: `decoder` is `MFM` around the ITPN (pixel decoder + feature heads); `target` the teacher the trainer keeps and updates."
+        c, enc = self.cfg, self.encoder
+        if not isinstance(enc, ITPN): raise ValueError(f"method='mfm' needs an ITPN encoder, got {type(enc).__name__}")
+        self.mask_token = self.distill = None
+        if c.target == "ema":                # the trainer's EMA path: `target.update(encoder, progress)` after each step, kept in checkpoints
+            self.target = target if target is not None else make_target(
+                "ema", student_encoder=enc, **{"momentum": 0.996, "end_momentum": 0.996, "whiten": False, **c.target_kw})
+            kw = dict(teacher="ema", ema_teacher=self.target.encoder)
+        else:                                # a frozen feature teacher; it takes the images as given (and resizes/normalises itself)
+            self.target = target if target is not None else self._make_target()
+            kw = dict(teacher=self.target, teacher_dim=self.target.out_dim, teacher_mean=(0., 0., 0.), teacher_std=(1., 1., 1.),
+                      input_mean=None, input_std=None)
+        self.decoder = MFM(enc, decoder_depth=c.decoder_depth, norm_pix=c.norm_pix, **kw)
+
     def _make_distill(self):
         "D-MAE's frozen teacher (a smrnb teacher file, hash-checked) and the head mixers (`smrnb.maelite.AttentionDistill`)."
         d = dict(self.cfg.distill)
@@ -180,6 +211,11 @@ class Pretrainer(nn.Module):
         c, B = self.cfg, imgs.shape[0]
         P = self.encoder.num_patches
         keep = mask = None
+        if c.method == "mfm":                 # iTPN's Eq. 4 on mask tokens: the pixel term and lam x the feature term
+            _, mask = random_masking(B, P, c.mask_ratio, generator, imgs.device)
+            r = self.decoder(imgs, mask)
+            return dict(loss=r["loss"], pred=None, target=None, mask=mask, counts=[P],
+                        pixel=r["pixel"].detach(), feature=r["feature"].detach())
         if c.input_mask == "batch": keep, mask = batch_masking(B, P, c.mask_ratio, generator, imgs.device)
         elif c.input_mask != "none": keep, mask = random_masking(B, P, c.mask_ratio, generator, imgs.device)
         run = lambda: self.encoder.forward_features(imgs, generator, keep=keep if c.input_mask in ("drop", "batch") else None,

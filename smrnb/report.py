@@ -113,7 +113,8 @@ def _read_json(p: Path):
     try: return _json(p)
     except Unreadable as e: return {"_error": str(e)}
 
-NUMBER_KEYS = {"eval.json": ("top1_finetune", "linear_probe", "gmacs", "images_per_s", "peak_mem_mb"), "summary.json": ("steps", "epochs")}
+NUMBER_KEYS = {"eval.json": ("top1_finetune", "linear_probe", "gmacs", "images_per_s", "peak_mem_mb", "top1_drop", "throughput_gain"),
+               "summary.json": ("steps", "epochs")}
 RUN_FILES = ("config.json", "summary.json", "eval.json", "metrics.jsonl", "error.txt")
 
 def _bad_field(name: str, v: dict) -> str:
@@ -259,6 +260,8 @@ def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = 
     if "linear_probe" in ev: out["top1_linear"] = 100 * ev["linear_probe"]
     if "gmacs" in ev: out["gmacs"] = ev["gmacs"]
     if ev.get("images_per_s") is not None and "gmacs" in ev: out["images_per_s"] = ev["images_per_s"]   # a timing run's (PCAE-4)
+    for k in ("top1_drop", "throughput_gain"):                     # token dropping (PCAE-5): already in percent
+        if k in ev: out[k] = ev[k]
     if "peak_mem_mb" in ev: out[MEMORY_METRIC.get(device, MEMORY_METRIC[None])] = ev["peak_mem_mb"] / 1024
     s = summary or {}
     if ev.get("images_per_s") and batch_size and s.get("epochs") and s.get("steps"):
@@ -268,10 +271,11 @@ def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = 
 
 # %% ../nbs/15_report.ipynb #c022
 RATIO_METRICS = ("minutes_per_epoch", "memory_gb_per_gpu", "gmacs")
-LOWER_IS_BETTER = set(RATIO_METRICS) | {"recon_loss"}
+LOWER_IS_BETTER = set(RATIO_METRICS) | {"recon_loss", "top1_drop"}
 STAND_INS = {"top1_finetune": ("top1_linear",), "memory_gb_per_gpu": (MEMORY_METRIC["cpu"], MEMORY_METRIC[None])}
 METRIC_SOURCES = dict(top1_finetune=[("eval.json", "top1_finetune")], top1_linear=[("eval.json", "linear_probe")], gmacs=[("eval.json", "gmacs")],
                       minutes_per_epoch=[("eval.json", "images_per_s"), ("summary.json", "steps"), ("summary.json", "epochs")], images_per_s=[("eval.json", "images_per_s")],
+                      top1_drop=[("eval.json", "top1_drop")], throughput_gain=[("eval.json", "throughput_gain")],
                       **{m: [("eval.json", "peak_mem_mb")] for m in MEMORY_METRIC.values()})
 ROW_COLUMNS = ["table", "row", "variant", "metric", "paper", "paper_source", "ours", "ours_metric", "state", "detail", "todo", "run_id", "invalid_cells"]
 DERIVED = "derived (not printed in the paper)"   # paper_source of a cell the registry reconstructed (paper_numbers.csv: source "DERIVED ...")
@@ -665,7 +669,7 @@ def merging_figures(runs_dir, out_dir, scale: str = "tiny", n_images: int = 4) -
 
 # %% ../nbs/15_report.ipynb #c037
 REPORT_TABLES = ["1", "2", "4a", "4b", "4c", "4d", "4e", "4f", "4g", "4h", "7a", "7b", "7c", "8", "fig2", "fig3-5",
-                 "GreenMIM-2", "greenmim-fig4", "PCAE-1", "PCAE-4", "MAELITE-5", "analysis-figs"]   # the other papers' after SMR's
+                 "GreenMIM-2", "greenmim-fig4", "PCAE-1", "PCAE-4", "PCAE-5", "MAELITE-5", "analysis-figs"]   # the other papers' after SMR's
 NO_RUNS = ("fig3-5", "greenmim-fig4", "analysis-figs")   # figures drawn from a simulation or from whatever runs exist: no experiment of their own
 TABLE_EXPERIMENTS = {e.table: e.name for e in EXPERIMENTS.values()}
 REPO = Path(smrnb.__file__).parent.parent

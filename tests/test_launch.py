@@ -118,3 +118,28 @@ def test_pcae_and_maelite_run_through_the_launcher(tmp_path, toy):
     assert not any(k.startswith("distill.teacher.") for k in sd) and any(k.startswith("distill.mixers.") for k in sd)
     r = run("--exp", "maelite_dmae", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
     assert r.returncode == 0 and "vit_tiny" in r.stdout and "layer decay 0.85" in r.stdout, r.stdout + r.stderr
+
+
+def test_pcae_token_dropping_runs_through_the_launcher(tmp_path, toy):
+    """PCAE's Table 5 at tiny scale: the pre-trained run is fine-tuned without and with dropping (two checkpoints), the drop
+    ratio reaches its target (warm-up / 50), inference is timed both ways, and the report shows the two cells."""
+    from smrnb.report import report_table
+    r = run("--exp", "pcae_dropping", "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy),
+            "--eval-set", "batch_size=4", "--eval-set", "num_workers=0", "--eval-set", "throughput_batch=2", "--eval-set", "throughput_iters=1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (d,) = tmp_path.glob("tiny/pcae_dropping/drop40-*")
+    ev = json.loads((d / "eval.json").read_text())
+    assert ev["evaluate"] == "token_dropping" and ev["eval_kw"]["drop"] == {"max_ratio": 0.4, "warmup_epochs": 0.2, "ramp_epochs": 0.5}
+    assert ev["throughput"]["ratio"] == 0.4 and ev["throughput"]["layers"] == [0, 3, 5]       # 0/7/10 of 12 -> 0/3/5 of the toy's 6
+    assert ev["tokens"] == [64, 38, 38, 38, 22, 22, 13] and ev["finetune"]["rpe"] is False
+    assert abs(ev["top1_drop"] - 100 * (ev["top1_finetune"] - ev["top1_dropping"])) < 1e-9
+    assert ev["throughput"]["images_per_s_full"] > 0 and ev["throughput"]["images_per_s_drop"] > 0
+    assert len(list((d / "finetune").glob("*/last.pt"))) == 2                                # one checkpoint per recipe
+    df = report_table("pcae_dropping", tmp_path, "tiny").set_index("metric")
+    assert df.loc["top1_drop", "ours"] == ev["top1_drop"] and df.loc["top1_drop", "ours_metric"] == "top1_drop", df   # (state: "older config",
+    # since --set moved the data)
+    assert df.loc["throughput_gain", "ours"] == ev["throughput_gain"] and df.loc["throughput_gain", "paper"] == 88, df
+    r = run("--exp", "pcae_dropping", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    assert r.returncode == 0 and "token dropping: fine-tuned twice" in r.stdout and "RPE off" in r.stdout, r.stdout + r.stderr
+    r = run("--exp", "pcae_dropping", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--eval-set", "rpe=true")
+    assert r.returncode != 0 and "rpe=False" in r.stdout + r.stderr, r.stdout + r.stderr
