@@ -206,24 +206,29 @@ HIER_ALIASES = {"HiViT-B": "hivit_base_3324", "HiViT": "hivit_base_3324", "ConVi
                 "ConViT": "convit_base", "ConvViT": "convit_base"}
 
 def hier_config(arch: str, img_size: int | None = None, **overrides) -> tuple[str, dict]:
-    "`(family, config)` of a HiViT or ConViT preset (`smrnb.backbones`; aliases in `HIER_ALIASES`): the preset and `overrides` over the constructor's defaults."
+    """`(family, config)` of a HiViT, ConViT or iTPN preset (`smrnb.backbones`, `smrnb.itpn`; aliases in `HIER_ALIASES`): the preset
+    and `overrides` over the constructor's defaults (an iTPN's: HiViT's and its own)."""
     import inspect
     from smrnb.backbones.hivit import HIVIT_PRESETS, HiViT
     from smrnb.backbones.convit import CONVIT_PRESETS, ConViT
+    from smrnb.itpn import ITPN_PRESETS, ITPN
     from smrnb.models import unknown_name
     name = HIER_ALIASES.get(arch, arch)
-    for fam, presets, cls in (("hivit", HIVIT_PRESETS, HiViT), ("convit", CONVIT_PRESETS, ConViT)):
+    defaults = lambda *classes: {k: p.default for c in classes for k, p in inspect.signature(c.__init__).parameters.items()
+                                 if p.default is not inspect.Parameter.empty}
+    for fam, presets, classes in (("hivit", HIVIT_PRESETS, (HiViT,)), ("convit", CONVIT_PRESETS, (ConViT,)),
+                                  ("itpn", ITPN_PRESETS, (HiViT, ITPN))):
         if name in presets:
-            cfg = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not inspect.Parameter.empty}
+            cfg = defaults(*classes)
             cfg.update(presets[name]); cfg.update(overrides)
             if img_size is not None: cfg["img_size"] = img_size
             return fam, cfg
-    raise unknown_name("hierarchical preset", arch, [*HIVIT_PRESETS, *CONVIT_PRESETS, *HIER_ALIASES])
+    raise unknown_name("hierarchical preset", arch, [*HIVIT_PRESETS, *CONVIT_PRESETS, *ITPN_PRESETS, *HIER_ALIASES])
 
 def hier_shape(arch: str, img_size: int | None = None, **overrides) -> ViTShape:
-    "The attention stage of a HiViT / ConViT as a `ViTShape`: ViT blocks over one token per patch, no class token."
+    "The attention stage of a HiViT / ConViT / iTPN (HiViT's) as a `ViTShape`: ViT blocks over one token per patch, no class token."
     fam, c = hier_config(arch, img_size, **overrides)
-    if fam == "hivit":
+    if fam in ("hivit", "itpn"):
         return ViTShape(c["img_size"], c["patch_size"], c["embed_dim"], c["depth"], c["num_heads"], c["mlp_ratio"], c["in_chans"], False)
     p = 1
     for v in c["patch_sizes"]: p *= v
@@ -234,7 +239,7 @@ def hier_stem_table(arch: str, img_size: int | None = None, **overrides) -> pd.D
     fam, c = hier_config(arch, img_size, **overrides)
     rows = []
     def add(part, macs): rows.append(dict(part=part, macs=int(macs)))
-    if fam == "hivit":
+    if fam in ("hivit", "itpn"):      # an iTPN's stem is HiViT's (its pyramid is not counted here)
         p, q, D = c["patch_size"], c["inner_patch"], c["embed_dim"]
         P, k = (c["img_size"] // p) ** 2, len(c["stem_depths"])
         dims, g = [D >> (k - i) for i in range(k)], (p // q) ** 2          # widths of the stem stages, sub-tokens per patch

@@ -18,8 +18,8 @@ from .itpn import ITPN, ITPN_PRESETS
 
 # %% auto #0
 __all__ = ['HIER_FAMILIES', 'ENCODER_ALIASES', 'TINY_ARCHS', 'kept_state', 'StageCompression', 'CompressedHiViT',
-           'CompressedConViT', 'GreenMIMSwin', 'itpn_encoder', 'hier_family', 'arch_family', 'encoder_names',
-           'create_hier_encoder', 'arch_geometry', 'finetune_hier']
+           'CompressedConViT', 'GreenMIMSwin', 'ITPNEncoder', 'itpn_encoder', 'hier_family', 'arch_family',
+           'encoder_names', 'create_hier_encoder', 'arch_geometry', 'finetune_hier', 'ITPNClassifier']
 
 # %% ../nbs/23_encoders.ipynb #c006
 def kept_state(x: torch.Tensor, keep: Optional[torch.Tensor], num_patches: int) -> TokenState:
@@ -186,13 +186,32 @@ class GreenMIMSwin(SwinEncoder):
         return {"mask_token"} | {n for n, _ in self.named_parameters() if n.endswith("relative_position_bias_table")}
 
 # %% ../nbs/23_encoders.ipynb #c025
+_NO_SMR = ("iTPN's pyramid needs one token per patch at the end of the backbone, so SMR's compression does not apply: "
+           "pre-train it with method='mfm' (Fast-iTPN's token migration is the model's migration_ratio)")
+
+class ITPNEncoder(ITPN):
+    """An `ITPN` (smrnb.itpn, the same weights) in the encoders' protocol for what reads a frozen encoder (linear probe, k-NN):
+    `forward_features` gives the last backbone stage's tokens (U3 after the final norm, token migration / gathering as the
+    model is set), pooled by their mean as HiViT's are. Pre-training (`MFM`) calls `forward` / `forward_backbone`, not this."""
+    num_prefix_tokens, schedule = 0, []
+
+    def set_schedule(self, schedule, compressor: Optional[str] = None):
+        if schedule is not None and any(parse_schedule(schedule, 10**6)): raise ValueError(_NO_SMR)
+        return self
+
+    def forward_features(self, x, generator=None, keep=None, mask=None, mask_token=None) -> EncoderOutput:
+        "U3 of the patches `keep (B,K)` (all when None); `mask (B,P)`: those patches enter as the model's own mask token."
+        _, u3, _, _ = self.forward_backbone(x, keep, mask)
+        s = kept_state(u3, keep, self.num_patches)
+        return EncoderOutput(s.x, s.size, s.owner, [u3.shape[1]])
+
+    def pool_tokens(self, out: EncoderOutput) -> torch.Tensor: return out.x.mean(1)
+
 def itpn_encoder(schedule=None, compressor: str = "tm", placement: str = "mlp", prop_attn: bool = True, split: str = "alternate",
                  **kwargs) -> ITPN:
-    "An `ITPN` (smrnb.itpn) for `create_encoder`: the model itself (pre-trained with method='mfm'); SMR's schedules do not apply."
-    if schedule is not None and any(parse_schedule(schedule, 10**6)):
-        raise ValueError("iTPN's pyramid needs one token per patch at the end of the backbone, so SMR's compression does not apply: "
-                         "pre-train it with method='mfm' (Fast-iTPN's token migration is the model's migration_ratio)")
-    m = ITPN(**kwargs)
+    "An `ITPNEncoder` for `create_encoder`: the iTPN itself (pre-trained with method='mfm'); SMR's schedules do not apply."
+    if schedule is not None and any(parse_schedule(schedule, 10**6)): raise ValueError(_NO_SMR)
+    m = ITPNEncoder(**kwargs)
     m.build_kwargs = dict(kwargs)
     return m
 
@@ -249,11 +268,12 @@ def arch_geometry(arch: str, img_size: Optional[int] = None) -> dict:
 
 # %% ../nbs/23_encoders.ipynb #c033
 def finetune_hier(encoder: nn.Module, num_classes: int, drop_path: float = 0.2, rpe: bool = True) -> nn.Module:
-    "The fine-tuning model of a pre-trained HiViT / ConViT / Swin encoder of this module: the plain backbone with a head, weights loaded."
+    "The fine-tuning model of a pre-trained HiViT / ConViT / Swin encoder (or iTPN) of this module: the plain backbone with a head, weights loaded."
+    if isinstance(encoder, ITPN): return _finetune_itpn(encoder, num_classes, drop_path, rpe)
     if isinstance(encoder, CompressedHiViT): base, extra = HiViT, dict(rel_pos_bias=rpe)
     elif isinstance(encoder, CompressedConViT): base, extra = ConViT, {}
     elif isinstance(encoder, GreenMIMSwin): base, extra = SwinEncoder, dict(mask_token=False)   # Swin has its own relative bias
-    else: raise ValueError(f"finetune_hier takes a CompressedHiViT, CompressedConViT or GreenMIMSwin, got {type(encoder).__name__}")
+    else: raise ValueError(f"finetune_hier takes a CompressedHiViT, CompressedConViT, GreenMIMSwin or ITPN, got {type(encoder).__name__}")
     sig = inspect.signature(base.__init__).parameters
     kw = {k: v for k, v in encoder.build_kwargs.items() if k in sig}
     m = base(**{**kw, **extra, "num_classes": num_classes, "drop_path_rate": drop_path})
@@ -263,4 +283,27 @@ def finetune_hier(encoder: nn.Module, num_classes: int, drop_path: float = 0.2, 
         raise ValueError(f"the encoder does not fit {base.__name__}: missing {sorted(set(res.missing_keys) - new)[:5]}, unexpected {res.unexpected_keys[:5]}")
     head = getattr(m.head, "fc", m.head)
     nn.init.trunc_normal_(head.weight, std=2e-5); nn.init.zeros_(head.bias)
+    return m
+
+_PYRAMID = ("fpn16", "split16", "lat8", "fpn8", "split8", "lat4", "fpn4", "level_heads", "mask_token")
+
+class ITPNClassifier(ITPN):
+    """An iTPN's backbone with a head (iTPN fine-tunes its backbone: the pyramid, the level heads and the mask token are removed):
+    the mean of the last stage's tokens, then the classifier; Fast-iTPN's options (C-MLP, SwiGLU, sub-LN, migration, gathering) kept."""
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for n in _PYRAMID: delattr(self, n)
+
+    def forward(self, x: torch.Tensor, generator=None) -> torch.Tensor: return self.forward_head(self.forward_backbone(x)[1])
+
+def _finetune_itpn(encoder: ITPN, num_classes: int, drop_path: float, rpe: bool) -> ITPNClassifier:
+    "An iTPN's fine-tuning model: its relative position bias is kept when it was pre-trained with one, added (zero) when `rpe`."
+    kw = dict(getattr(encoder, "build_kwargs", {}))
+    m = ITPNClassifier(**{**kw, "rel_pos_bias": bool(rpe or encoder.rel_pos is not None), "num_classes": num_classes,
+                          "drop_path_rate": drop_path})
+    res = m.load_state_dict(encoder.state_dict(), strict=False)
+    new = {k for k in res.missing_keys if k.startswith(("head.", "rel_pos."))}
+    if {k for k in res.unexpected_keys if not k.startswith(_PYRAMID)} or set(res.missing_keys) - new:
+        raise ValueError(f"the encoder does not fit its iTPN backbone: missing {sorted(set(res.missing_keys) - new)[:5]}, unexpected {res.unexpected_keys[:5]}")
+    nn.init.trunc_normal_(m.head.weight, std=2e-5); nn.init.zeros_(m.head.bias)
     return m

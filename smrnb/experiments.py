@@ -17,13 +17,13 @@ from .tiny import tiny_config
 __all__ = ['EVALUATIONS', 'SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE',
            'TINY_ARCH', 'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_FILE', 'GREENMIM_RECIPE',
            'GREENMIM_FINETUNE', 'PCAE_RECIPE', 'MAELITE_PRETRAIN', 'MAELITE_FINETUNE', 'MAE_BASE_TEACHER',
-           'EXPERIMENTS', 'RUN_ID_SKIP', 'RUN_ID_IF_SET', 'TINY_EVALUATE', 'Variant', 'Experiment', 'toy_teacher_kw',
-           'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule', 'published',
-           'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments', 'parse_overrides',
-           'variant_config', 'run_id', 'eval_settings', 'run_configs', 'paper_numbers']
+           'ITPN_RECIPE', 'ITPN_FINETUNE', 'EXPERIMENTS', 'RUN_ID_SKIP', 'RUN_ID_IF_SET', 'TINY_EVALUATE', 'Variant',
+           'Experiment', 'toy_teacher_kw', 'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides',
+           'check_schedule', 'published', 'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments',
+           'parse_overrides', 'variant_config', 'run_id', 'eval_settings', 'run_configs', 'paper_numbers']
 
 # %% ../nbs/13_experiments.ipynb #c006
-EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "token_dropping", "none")
+EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "token_dropping", "layer_reservation", "none")
 SCALES = ("paper", "tiny")
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -32,7 +32,7 @@ class Variant:
     "One row of a table: paper-scale config overrides, what follows pre-training, the published number."
     name: str                    # short, filesystem-safe, unique within the experiment
     config: dict                 # TrainConfig overrides (paper-scale choices; mapped to the tiny scale by `tiny_overrides`)
-    evaluate: str = "finetune"   # finetune | linear_probe | compactness | complexity | token_dropping | none
+    evaluate: str = "finetune"   # finetune | linear_probe | compactness | complexity | token_dropping | layer_reservation | none
     paper: dict | None = None    # {"table", "row", "metric", "value"} (+ "note", "more": {metric: value}); None: no number
     at_scale: dict = field(default_factory=dict)   # extra overrides at one scale only: {"paper": {...}, "tiny": {...}}
     note: str = ""
@@ -313,6 +313,30 @@ _ML5 = [Variant("mae_tiny", dict(_MAE), finetune=MAELITE_FINETUNE, at_scale={"ti
                 finetune=MAELITE_FINETUNE, at_scale={"tiny": {"decoder_depth": 1}},
                 paper=published("MAELITE-5", "D-MAE-Tiny", 78.4, note="distilled from MAE-Base, last layer's attention (§5)"),
                 note="tiny scale: the teacher is the fixed toy teacher (4 blocks, trained with labels), not an MAE-Base")]
+# Figure 2: MAE-Tiny fine-tuned (100 epochs) keeping its first k blocks, the rest re-initialised (MoCo v3-Tiny: not a smrnb method)
+_MLF2 = [Variant("mae_tiny", dict(_MAE), evaluate="layer_reservation", finetune=MAELITE_FINETUNE, at_scale={"tiny": {"decoder_depth": 1}},
+                 note="a figure (its curves are published, not their values); MAE-lite's MAE-Tiny fine-tuned once per k in the evaluation's reserve list (k = 0: from scratch)")]
+# iTPN (seed 004): iTPN-B (HiViT 3-3-24 + a pre-trained feature pyramid, smrnb.itpn) pre-trained with MFM (Eq. 4, lam 0.3): pixels
+# + the pyramid's features against an EMA copy (momentum 0.996, 400 / 1600 epochs) or CLIP (smooth-l1, 300 / 800 epochs).
+# §5.1 (L213/L215): ImageNet-1K 224 px, 75% of the patches masked, normalised pixels, AdamW lr 1.5e-4, wd 0.05, batch 4096,
+# cosine, 40 warm-up epochs. Not stated, MAE's kept: betas (0.9, 0.95), drop path 0, "lr" read as MAE's base lr (blr, per 256).
+ITPN_RECIPE = dict(MAE_RECIPE, arch="itpn_base", batch_size=4096, blr=1.5e-4, weight_decay=0.05, warmup_epochs=40, mask_ratio=0.75,
+                   norm_pix=True)
+# §5.2 (L219/L268): 100 epochs (base), AdamW lr 5e-4 (read as blr), wd 0.05, batch 1024, 5 warm-up epochs, layer decay 0.65
+ITPN_FINETUNE = dict(epochs=100, batch_size=1024, blr=5e-4, weight_decay=0.05, warmup_epochs=5, layer_decay=0.65)
+_ITPN_NOTE = ("iTPN-B; fine-tuned backbone + head (smrnb.encoders.finetune_hier on the ITPN: pyramid dropped for classification, "
+              "§3.2); tiny scale: itpn_toy at 32 px")
+_MFM = dict(method="mfm")
+_IT3 = [Variant("ema400", dict(_MFM, target="ema", epochs=400), finetune=ITPN_FINETUNE,
+                paper=published("ITPN-3", "iTPN-B pixel+EMA MFM 400 ep", 85.1, note="seed 004 L317"),
+                note=_ITPN_NOTE + "; MFM against the EMA copy (momentum 0.996) on the masked patches"),
+        Variant("ema", dict(_MFM, target="ema", epochs=1600), finetune=ITPN_FINETUNE,
+                paper=published("ITPN-3", "iTPN-B pixel+EMA MFM 1600 ep", 85.5, note="seed 004 L317"),
+                note=_ITPN_NOTE + "; MFM against the EMA copy (momentum 0.996) on the masked patches"),
+        Variant("clip", dict(_MFM, target="clip", target_kw=CLIP_B, epochs=800), finetune=ITPN_FINETUNE,
+                paper=published("ITPN-3", "iTPN-B CLIP MFM 800 ep", 86.2,
+                                note="seed 004 L317; the CLIP model is not named for iTPN-B: CLIP-B/16 (BEiT-v2's, the comparison L317 draws)"),
+                note=_ITPN_NOTE + "; MFM against CLIP-B on the whole image (smooth-l1); " + _EMA_NOTE)]
 
 # %% ../nbs/13_experiments.ipynb #c029
 _TINY_NOTE = (" Tiny scale: toy set, tiny_config recipe on the 6-block toy student, CLIP target -> the fixed toy teacher, "
@@ -352,9 +376,15 @@ EXPERIMENTS = {e.name: e for e in [
     _exp("pcae_dropping", "PCAE-5", "PCAE's downstream token dropping (§3.4, Table 5): fine-tune the pre-trained ViT-B with and "
          "without dropping (ms after blocks 0/7/10, drop ratio warm-up 10 + ramp 25 epochs, the mean of the dropped tokens "
          "appended), then time inference of both." + _TINY_NOTE + " Drop warm-up and ramp / 50.", _PC5, paper=PCAE_RECIPE),
+    _exp("maelite_fig2", "MAELITE-fig2", "MAE-lite (seed 003) Figure 2: MAE-Tiny's first k pre-trained blocks kept, the rest "
+         "re-initialised, ImageNet-1K fine-tuning (100 epochs, the improved recipe) per k." + _TINY_NOTE + " k in 0/2/4/6 of the toy's 6 blocks.",
+         _MLF2, paper=MAELITE_PRETRAIN),
     _exp("maelite_dmae", "MAELITE-5", "MAE-lite (seed 003): ViT-Tiny (12 heads) MAE vs D-MAE (last-layer attention distillation "
          "from a frozen MAE-Base on the same visible patches), 400 epochs, ImageNet-1K fine-tuning with the improved recipe."
          + _TINY_NOTE + " D-MAE's teacher -> the fixed toy teacher.", _ML5, paper=MAELITE_PRETRAIN),
+    _exp("itpn_mfm", "ITPN-3", "iTPN (seed 004): iTPN-B (HiViT-B 3-3-24 with a feature pyramid) pre-trained with masked feature "
+         "modelling against its EMA copy (400 / 1600 epochs) or CLIP-B (800 epochs), ImageNet-1K fine-tuning (100 epochs)."
+         + _TINY_NOTE + " iTPN-B -> itpn_toy.", _IT3, paper=ITPN_RECIPE, tiny=dict(arch="itpn_toy")),
     _exp("smr_table8", "8", "Pre-training FLOPs of ViT-B: SD baseline vs SMR 25x4 (teacher not counted); analytic GMACs plus a "
          "short timing run on one GPU." + _TINY_NOTE, _T8, paper=dict(epochs=300, batch_size=128, max_steps=50),
          tiny=dict(max_steps=5), res=dict(gpus_per_node=1, cpus_per_task=10, mem_gb=64, timeout_min=30), tiny_res=dict(timeout_min=20)),
@@ -451,12 +481,11 @@ def run_id(variant: str, config: dict) -> str:
 TINY_EVALUATE = {"finetune": "linear_probe"}   # what stands in for an evaluation at tiny scale
 
 def eval_settings(v: Variant, ev: str, scale: str) -> dict:
-    """The evaluation settings a variant brings: its fine-tuning recipe for `finetune` (paper scale); for `token_dropping`
-    the recipe at paper scale, and at tiny scale only its `rpe` and `drop` with the drop warm-up and ramp / `TINY_DIVISOR`
-    (the rest of the tiny recipe: the launcher's `EVAL_DEFAULTS`)."""
-    if ev == "finetune": return dict(v.finetune)
+    """The evaluation settings a variant brings: its fine-tuning recipe for `finetune` (paper scale), `token_dropping` and
+    `layer_reservation` (at paper scale). At tiny scale the recipe is the launcher's `EVAL_DEFAULTS`, with, for
+    `token_dropping`, the variant's `rpe` and `drop` (its warm-up and ramp / `TINY_DIVISOR`)."""
+    if ev == "finetune" or (ev in ("token_dropping", "layer_reservation") and scale == "paper"): return dict(v.finetune)
     if ev != "token_dropping": return {}
-    if scale == "paper": return dict(v.finetune)
     out = {k: v.finetune[k] for k in ("rpe",) if k in v.finetune}
     if (drop := v.finetune.get("drop")) is not None:
         from smrnb.pcae import DropConfig

@@ -12,14 +12,14 @@ from .experiments import get_experiment, run_configs, check_amendments
 from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_json
 
 # %% auto #0
-__all__ = ['DISTRIBUTED_EVALUATIONS', 'THROUGHPUT_KEYS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS', 'EVAL_KEYS',
-           'evaluate_run', 'finetune_recipe_id', 'split_dropping_kw', 'harden_slurm_requeue', 'RunJob', 'job_alive',
-           'run_state', 'executor_params', 'make_executor', 'choose_cluster', 'act_memory', 'LaunchInterrupted',
-           'run_busy', 'check_eval_kw', 'parse_seeds', 'parse_eval_set', 'plan', 'job_lines', 'print_plan',
-           'eval_summary', 'launch', 'status']
+__all__ = ['DISTRIBUTED_EVALUATIONS', 'FINETUNE_EVALUATIONS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS',
+           'EVAL_KEYS', 'evaluate_run', 'finetune_recipe_id', 'split_eval_kw', 'harden_slurm_requeue', 'RunJob',
+           'job_alive', 'run_state', 'executor_params', 'make_executor', 'choose_cluster', 'act_memory',
+           'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_seeds', 'parse_eval_set', 'plan', 'job_lines',
+           'print_plan', 'eval_summary', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
-DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe", "token_dropping")   # run on every process of the evaluation job
+DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe", "token_dropping", "layer_reservation")   # run on every process of the evaluation job
 
 def _datasets(cfg, train_tf, val_tf):
     from smrnb.data import ManifestDataset
@@ -53,11 +53,14 @@ def finetune_recipe_id(ft) -> str:
     "The folder name of a fine-tuning recipe's checkpoint under `<run>/finetune/`: 8 hex of the sha1 of its settings."
     return hashlib.sha1(json.dumps(ft.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
 
-THROUGHPUT_KEYS = ("throughput_batch", "throughput_iters")   # token_dropping: the inference timing, beside the fine-tuning recipe
+FINETUNE_EVALUATIONS = {  # evaluations that fine-tune: their settings are a fine-tuning recipe plus these keys of their own
+    "finetune": (), "token_dropping": ("throughput_batch", "throughput_iters"),   # PCAE Table 5: inference timing
+    "layer_reservation": ("reserve",)}                                             # MAE-lite Figure 2: the numbers of blocks kept
 
-def split_dropping_kw(kw: dict) -> tuple:
-    "`(fine-tuning recipe, timing settings)` of the token_dropping evaluation's settings."
-    return {k: v for k, v in kw.items() if k not in THROUGHPUT_KEYS}, {k: v for k, v in kw.items() if k in THROUGHPUT_KEYS}
+def split_eval_kw(evaluate: str, kw: dict) -> tuple:
+    "`(fine-tuning recipe, the evaluation's own settings)` of a fine-tuning evaluation's settings (`FINETUNE_EVALUATIONS`)."
+    own = FINETUNE_EVALUATIONS[evaluate]
+    return {k: v for k, v in kw.items() if k not in own}, {k: v for k, v in kw.items() if k in own}
 
 def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
     import torch
@@ -85,7 +88,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
     elif evaluate == "token_dropping":   # PCAE's Table 5: the same recipe without and with dropping, then inference timed both ways
         from dataclasses import replace
         from smrnb.pcae import dropping_throughput, drop_counts
-        ft_kw, tp = split_dropping_kw(kw)
+        ft_kw, tp = split_eval_kw(evaluate, kw)
         ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
         if ft.drop is None: raise ValueError("the token_dropping evaluation needs a drop recipe: --eval-set drop='{\"max_ratio\": 0.4}'")
         tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
@@ -103,6 +106,21 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
                        throughput=t, tokens=[n] + drop_counts(n, t["ratio"], t["layers"], len(model.blocks)),
                        history=dict(full=got["full"]["history"], drop=got["drop"]["history"]), finetune=ft.to_dict(),
                        world_size=got["drop"]["world_size"])
+    elif evaluate == "layer_reservation":   # MAE-lite Figure 2: keep the first k pre-trained blocks, re-initialise the rest, fine-tune
+        from smrnb.maelite import reserve_layers
+        ft_kw, own = split_eval_kw(evaluate, kw)
+        ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
+        tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
+                                                   color_jitter=ft.color_jitter), val_tf)
+        n_cls, depth, acc, hist = int(max(tr.targets)) + 1, len(load_encoder(cfg).blocks), {}, {}
+        ks = sorted(set(own.get("reserve", [depth])))
+        if bad := [k for k in ks if not 0 <= k <= depth]: raise ValueError(f"reserve {bad}: the encoder has {depth} blocks (0..{depth})")
+        for k in ks:                                  # each k its own checkpoint: a preempted job resumes the k it was on
+            r = E.finetune(reserve_layers(load_encoder(cfg), k, seed=ft.seed), tr, va, n_cls, ft,
+                           out_dir=run.path / "finetune" / f"{finetune_recipe_id(ft)}-reserve{k}")
+            acc[str(k)], hist[str(k)] = r["val_acc"], r["history"]
+        res.update(reserved=acc, depth=depth, history=hist, finetune=ft.to_dict(), world_size=r["world_size"])
+        if str(depth) in acc: res["top1_finetune"] = acc[str(depth)]   # every block reserved: the plain fine-tuning
     elif evaluate == "compactness":
         from smrnb.pretrain import Pretrainer
         from smrnb.train import load_model_state, load_checkpoint
@@ -124,7 +142,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
                    images_per_s=sum(r["images_per_s"] for r in rows[1:] or rows) / len(rows[1:] or rows),
                    peak_mem_mb=max(r["peak_mem_mb"] for r in rows))
     elif evaluate != "none":
-        raise ValueError(f"unknown evaluation {evaluate!r}; valid options: finetune, linear_probe, compactness, complexity, token_dropping, none")
+        raise ValueError(f"unknown evaluation {evaluate!r}; valid options: finetune, linear_probe, compactness, complexity, token_dropping, layer_reservation, none")
     return res
 
 # %% ../nbs/14_launch.ipynb #c008
@@ -339,9 +357,11 @@ def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = T
 # %% ../nbs/14_launch.ipynb #c016
 EVAL_DEFAULTS = {  # per scale and evaluation: keyword arguments of the evaluation (paper: the Table 6 recipe defaults)
     "tiny": {"linear_probe": dict(epochs=100),    # tiny scale runs a linear probe for fine-tuning cells (TINY_EVALUATE)
-             "token_dropping": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, throughput_batch=32, throughput_iters=5)},
+             "token_dropping": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, throughput_batch=32, throughput_iters=5),
+             "layer_reservation": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, reserve=[0, 2, 4, 6])},   # the toy's 6 blocks
     "paper": {"finetune": dict(epochs=100, batch_size=1024), "linear_probe": dict(epochs=90),
-              "token_dropping": dict(epochs=100, batch_size=1024, throughput_batch=256, throughput_iters=50)},
+              "token_dropping": dict(epochs=100, batch_size=1024, throughput_batch=256, throughput_iters=50),
+              "layer_reservation": dict(epochs=100, batch_size=1024, reserve=[0, 2, 4, 6, 8, 10, 12])},
 }
 
 class LaunchInterrupted(Exception):
@@ -363,15 +383,18 @@ EVAL_KEYS = {"linear_probe": ("epochs", "batch_size", "device"), "compactness": 
 
 def check_eval_kw(evaluate: str, kw: dict) -> dict:
     "`kw` if every key is a setting of the evaluation `evaluate` (and, for fine-tuning, a valid value); a `ValueError` saying which otherwise."
-    if evaluate in ("finetune", "token_dropping"):
+    if evaluate in FINETUNE_EVALUATIONS:
         from smrnb.evaluate import FinetuneConfig
-        ft_kw, tp = split_dropping_kw(kw) if evaluate == "token_dropping" else (kw, {})
+        ft_kw, own = split_eval_kw(evaluate, kw)
         try: ft = FinetuneConfig.from_dict(ft_kw)
         except (ValueError, TypeError) as e: raise ValueError(f"--eval-set: {e}") from None
         if evaluate == "token_dropping" and ft.drop is None:
             raise ValueError("--eval-set: the token_dropping evaluation needs drop (e.g. drop='{\"max_ratio\": 0.4}') and rpe=False")
-        if bad := [f"{k}={v!r}" for k, v in tp.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]:
+        ints = lambda v, lo: not isinstance(v, bool) and isinstance(v, int) and v >= lo
+        if bad := [f"{k}={v!r}" for k, v in own.items() if k != "reserve" and not ints(v, 1)]:
             raise ValueError(f"--eval-set {', '.join(bad)}: an integer >= 1")
+        if "reserve" in own and not (isinstance(own["reserve"], list) and own["reserve"] and all(ints(k, 0) for k in own["reserve"])):
+            raise ValueError(f"--eval-set reserve={own['reserve']!r}: a non-empty list of numbers of reserved blocks, e.g. reserve=[0,2,4]")
     elif bad := sorted(set(kw) - set(EVAL_KEYS.get(evaluate, ()))):
         raise ValueError(f"--eval-set {', '.join(bad)}: not a setting of the {evaluate} evaluation (its settings: {', '.join(EVAL_KEYS.get(evaluate, ())) or 'none'})")
     return kw
@@ -452,9 +475,10 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
         after = "afterok on the pre-training job" if cluster == "slurm" else "after its pre-training, the launcher waits"
         lines += [f"    evaluation job ({r['evaluate']}, {after}): {_resources(params)}", f"      submitit: {json.dumps(params)}"]
         kw = r.get("eval_kw") or {}
-        if r["evaluate"] in ("finetune", "token_dropping"):
+        if r["evaluate"] in FINETUNE_EVALUATIONS:
             from smrnb.evaluate import FinetuneConfig
-            ft = FinetuneConfig.from_dict(split_dropping_kw(kw)[0])
+            ft_kw, own = split_eval_kw(r["evaluate"], kw)
+            ft = FinetuneConfig.from_dict(ft_kw)
             bs, acc = ft.batch_size, ft.accum_iter
             how = f"lr {ft.lr:g} as set" if ft.lr is not None else f"blr {ft.blr:g} x {bs} / 256"
             micro, bad = divmod(bs, world * acc)
@@ -468,7 +492,10 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
                 dc = DropConfig.from_dict(ft.drop)
                 lines.append(f"      token dropping: fine-tuned twice (without, then with dropping {dc.max_ratio:g} per stage after blocks "
                              f"{'/'.join(map(str, dc.layers))} of {dc.depth}, warm-up {dc.warmup_epochs:g} + ramp {dc.ramp_epochs:g} epochs); "
-                             f"inference timed both ways ({json.dumps(split_dropping_kw(kw)[1])})")
+                             f"inference timed both ways ({json.dumps(own)})")
+            if "reserve" in own:
+                lines.append(f"      layer reservation: fine-tuned {len(set(own['reserve']))} times, keeping the first k pre-trained blocks "
+                             f"(the rest re-initialised) for k in {sorted(set(own['reserve']))}")
             if bad: warnings.append(f"WARNING: {r['run_id']} finetune: batch_size {bs} is not divisible by {world} processes x accum_iter {acc}")
             amp = kw.get("amp", "auto")
             lines.append(_mem_line(r, "finetune", micro, params, amp == "bf16" or (amp == "auto" and params["gpus_per_node"] > 0),

@@ -23,14 +23,14 @@ __all__ = ['PAPER_CSV', 'PAPER_CSVS', 'NUMBER_KEYS', 'RUN_FILES', 'FIXTURE_PLAN'
            'check_paper_cells', 'launch_command', 'Unreadable', 'unreadable_file', 'run_device', 'run_rows',
            'write_fixture', 'run_metrics', 'table_rows', 'comparable', 'compare', 'report_table', 'rank_corr',
            'display_columns', 'seed_table', 'paired_test', 'ordering_verdicts', 'verdict_line', 'compactness_frame',
-           'compactness_table', 'compactness_verdicts', 'n_invalid', 'loss_curves', 'loss_summary', 'plot_loss_curves',
-           'teacher_record', 'fmt_table', 'html_table', 'save_table', 'plot_compactness', 'plot_ratios',
-           'merging_source', 'merging_settings', 'merging_figures', 'parse_tables', 'build_report', 'keep_teacher',
-           'main']
+           'compactness_table', 'compactness_verdicts', 'n_invalid', 'reserved_frame', 'loss_curves', 'loss_summary',
+           'plot_loss_curves', 'teacher_record', 'fmt_table', 'html_table', 'save_table', 'plot_compactness',
+           'plot_ratios', 'merging_source', 'merging_settings', 'merging_figures', 'parse_tables', 'build_report',
+           'keep_teacher', 'main']
 
 # %% ../nbs/15_report.ipynb #c006
 PAPER_CSV = Path(smrnb.__file__).parent / "paper_numbers.csv"
-PAPER_CSVS = [PAPER_CSV] + [PAPER_CSV.with_name(f"paper_numbers_{p}.csv") for p in ("pcae", "maelite")]   # one file per paper beside SMR's
+PAPER_CSVS = [PAPER_CSV] + [PAPER_CSV.with_name(f"paper_numbers_{p}.csv") for p in ("pcae", "maelite", "itpn")]   # one file per paper beside SMR's
 
 def paper_cells(path=None) -> pd.DataFrame:
     "The published numbers (of every paper's file, `PAPER_CSVS`, by default): one row per (table, row, metric); `value` NaN where the paper gives no readable number."
@@ -499,6 +499,18 @@ def n_invalid(df: pd.DataFrame) -> int:
     if "invalid_cells" not in df: return 0
     return int(sum(m.count("=") for m in df.invalid_cells if isinstance(m, str)))
 
+# %% ../nbs/15_report.ipynb #c026s
+def reserved_frame(runs_dir, scale: str = "tiny", exp: str = "maelite_fig2", seeds=None) -> pd.DataFrame:
+    """Long table: model, seed, layers (reserved pre-trained blocks), top1 (%), depth, state; empty when no run has been
+    evaluated. Over several `seeds`, only the runs that are done (current config) count."""
+    rows = []
+    for s in (list(seeds) if seeds is not None else [None]):
+        for r in run_rows(exp, runs_dir, scale, s).itertuples():
+            if seeds is not None and len(seeds) > 1 and r.state != "done": continue
+            for k, acc in (r.result.get("reserved") or {}).items():
+                rows.append(dict(model=r.variant, seed=r.seed, layers=int(k), top1=100 * acc, depth=r.result.get("depth"), state=r.state))
+    return pd.DataFrame(rows, columns=["model", "seed", "layers", "top1", "depth", "state"]).sort_values(["model", "seed", "layers"], ignore_index=True)
+
 # %% ../nbs/15_report.ipynb #c026c
 CURVE_EXPERIMENTS = ("smr_ablation_4e", "smr_fig2")
 
@@ -669,7 +681,7 @@ def merging_figures(runs_dir, out_dir, scale: str = "tiny", n_images: int = 4) -
 
 # %% ../nbs/15_report.ipynb #c037
 REPORT_TABLES = ["1", "2", "4a", "4b", "4c", "4d", "4e", "4f", "4g", "4h", "7a", "7b", "7c", "8", "fig2", "fig3-5",
-                 "GreenMIM-2", "greenmim-fig4", "PCAE-1", "PCAE-4", "PCAE-5", "MAELITE-5", "analysis-figs"]   # the other papers' after SMR's
+                 "GreenMIM-2", "greenmim-fig4", "PCAE-1", "PCAE-4", "PCAE-5", "MAELITE-5", "MAELITE-fig2", "ITPN-3", "analysis-figs"]   # the other papers' after SMR's
 NO_RUNS = ("fig3-5", "greenmim-fig4", "analysis-figs")   # figures drawn from a simulation or from whatever runs exist: no experiment of their own
 TABLE_EXPERIMENTS = {e.table: e.name for e in EXPERIMENTS.values()}
 REPO = Path(smrnb.__file__).parent.parent

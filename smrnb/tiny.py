@@ -31,7 +31,8 @@ def tiny_config(method: str, run_dir, data_root, seed: int = 0, epochs: int = 8,
     return TrainConfig.from_dict(cfg)
 
 def load_encoder(cfg: TrainConfig):
-    "The pre-trained encoder of a finished (or checkpointed) run."
+    """The pre-trained encoder of a finished (or checkpointed) run: the student (`Pretrainer.encoder`, the weights the optimiser
+    trained), never the target; for method='mfm' the ITPN (`smrnb.encoders.ITPNEncoder`), not its EMA copy or frozen teacher."""
     m = Pretrainer(cfg)
     load_model_state(m, load_checkpoint(RunDir(cfg.run_dir).ckpt)["model"])   # a damaged file names itself
     return m.encoder

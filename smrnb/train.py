@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .pretrain import PretrainConfig, Pretrainer
 
 # %% auto #0
-__all__ = ['RESUMABLE_KEYS', 'AMENDABLE_KEYS', 'TrainConfig', 'lr_at', 'EpochBatches', 'RunBatches', 'SeededDataset',
-           'setup_distributed', 'atomic_save', 'atomic_write_text', 'read_json', 'load_checkpoint', 'model_state',
-           'load_model_state', 'RunLocked', 'describe_holder', 'RunDir', 'build_dataset', 'build_optimizer',
-           'SimulatedCrash', 'run_environment', 'train']
+__all__ = ['RESUMABLE_KEYS', 'AMENDABLE_KEYS', 'LOGGED_PARTS', 'TrainConfig', 'lr_at', 'EpochBatches', 'RunBatches',
+           'SeededDataset', 'setup_distributed', 'atomic_save', 'atomic_write_text', 'read_json', 'load_checkpoint',
+           'model_state', 'load_model_state', 'RunLocked', 'describe_holder', 'RunDir', 'build_dataset',
+           'build_optimizer', 'SimulatedCrash', 'run_environment', 'train']
 
 # %% ../nbs/10_train.ipynb #c006
 @dataclass
@@ -394,6 +394,8 @@ def build_optimizer(model, cfg: TrainConfig):
     return torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=tuple(cfg.betas), fused=fused or None)
 
 # %% ../nbs/10_train.ipynb #c024
+LOGGED_PARTS = ("distill", "pixel", "feature")   # detached device tensors a method may return; read (one sync) at log steps only
+
 class SimulatedCrash(RuntimeError):
     "Raised by `train(..., crash_at_step=n)` to test resuming: the process 'dies' after step n."
 
@@ -526,7 +528,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = ddp(imgs)
             loss, ld = out["loss"], out["loss"].detach()
-            parts = {k: out[k] for k in ("distill",) if k in out}   # a method's extra loss term (D-MAE), logged beside the total
+            parts = {k: out[k] for k in LOGGED_PARTS if k in out}   # a method's extra loss terms (D-MAE, MFM), logged beside the total
             del out                                                 # pred / target freed now, not held through the next forward
             first_bad = torch.where(torch.isfinite(ld) | (first_bad >= 0), first_bad, step)
             is_log = (step + 1) % cfg.log_every == 0 or step + 1 == total

@@ -1,5 +1,5 @@
 """iTPN / Fast-iTPN: tiny CPU checks of the model and of benchmarks/itpn.py (timings printed, never asserted)."""
-import re, subprocess, sys
+import math, re, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from smrnb.itpn import ITPN, MFM, create_itpn, migration_counts
@@ -58,3 +58,68 @@ def test_itpn_benchmark_cpu_smoke():
         assert abs(float(rt) - float(ms) / float(base[1])) <= 0.01 * float(rt) + 0.006, r.stdout   # ratio of the printed times
         # windows of 16 tokens when gathering, else 64 tokens matched globally
         assert int(left) == 64 - (4 * sum(migration_counts(16, 4, int(p) / 100)) if g.strip() == "on" else sum(migration_counts(64, 4, int(p) / 100)))
+
+
+# --- end to end: pre-train a tiny iTPN with smrnb.train (method="mfm"), resume it, probe it as the launcher does ------------------
+
+@pytest.fixture(scope="module")
+def itpn_toy_set(tmp_path_factory):
+    from smrnb.data import make_toy_dataset
+    d = tmp_path_factory.mktemp("itpn_toy_set")
+    make_toy_dataset(d, n_train=7, n_val=2, size=32)
+    return d
+
+
+def _mfm_config(data_root, run_dir, **over) -> dict:
+    "A tiny MFM run: itpn_toy at 32 px, 3 steps of batches of 2, a checkpoint every step."
+    return dict(dict(method="mfm", arch="itpn_toy", img_size=32, data_root=str(data_root), run_dir=str(run_dir), seed=0, epochs=1,
+                     batch_size=2, max_steps=3, lr=1e-3, warmup_epochs=1, min_lr=0.0, drop_path=0.0, log_every=1, ckpt_every=1),
+                **over)
+
+
+@pytest.mark.parametrize("target", ["ema", "frozen"])
+def test_mfm_pretrains_resumes_and_probes(target, itpn_toy_set, stand_in_teacher_dir, tmp_path):
+    import json, math
+    from smrnb.launch import evaluate_run
+    from smrnb.tiny import load_encoder
+    from smrnb.train import SimulatedCrash, TrainConfig, load_checkpoint, train
+    kw = {} if target == "ema" else dict(target="frozen", target_kw={"checkpoint": str(stand_in_teacher_dir / "toy-teacher-v1.pt")})
+    config = _mfm_config(itpn_toy_set, tmp_path / target, **kw)
+    torch.manual_seed(0)
+    with pytest.raises(SimulatedCrash): train(config, crash_at_step=2, progress=False)
+    assert load_checkpoint(tmp_path / target / "checkpoints/last.pt")["step"] == 1      # step 2's state waits for a finite step 3
+    s = train(config, progress=False)                                                     # resumes from step 1
+    assert (s["steps"], s["method"], s["target"]) == (3, "mfm", target)
+    rows = [json.loads(l) for l in (tmp_path / target / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]                                         # step 2 of the crashed attempt trimmed
+    for r in rows:
+        assert all(math.isfinite(r[k]) for k in ("loss", "pixel", "feature")), r
+        assert abs(r["loss"] - (r["pixel"] + 0.3 * r["feature"])) <= 1e-4 * max(1.0, abs(r["loss"])), r
+    # the probe reads the student (the ITPN the optimiser trained), never the EMA / frozen teacher
+    cfg = TrainConfig.from_dict(config)
+    enc, sd = load_encoder(cfg), load_checkpoint(tmp_path / target / "checkpoints/last.pt")["model"]
+    k = "blocks.0.attn.qkv.weight"
+    assert torch.equal(enc.state_dict()[k], sd["encoder." + k])
+    if target == "ema": assert not torch.equal(sd["target.encoder." + k], sd["encoder." + k])
+    else: assert not any(n.startswith("target.") for n in sd)                              # the frozen teacher: reloaded from its file
+    res = evaluate_run(config, "linear_probe", {"epochs": 5, "batch_size": 4})
+    assert 0.0 <= res["linear_probe"] <= 1.0 and 0.0 <= res["knn"] <= 1.0, res
+    assert json.loads((tmp_path / target / "eval.json").read_text())["linear_probe"] == res["linear_probe"]
+
+
+def test_itpn_linear_probe_feature_is_the_last_stage_mean():
+    from smrnb.evaluate import extract_features
+    from smrnb.models import create_encoder
+    torch.manual_seed(0)
+    enc = create_encoder("itpn_toy").eval()
+    x, y = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 0])
+    f, fy = extract_features(enc, [(x, y)])
+    with torch.no_grad(): want = enc.forward_backbone(x)[1].mean(1)
+    assert torch.allclose(f, want, atol=1e-6) and torch.equal(fy, y)
+
+
+def test_launcher_memory_estimate_plans_itpn():
+    from smrnb.launch import act_memory
+    for stage in ("pretrain", "finetune"):
+        b, what = act_memory(dict(method="mfm", arch="itpn_base", img_size=224), 64, stage)
+        assert math.isfinite(b) and b > 0 and "itpn_base" in what, (stage, b, what)

@@ -143,3 +143,39 @@ def test_pcae_token_dropping_runs_through_the_launcher(tmp_path, toy):
     assert r.returncode == 0 and "token dropping: fine-tuned twice" in r.stdout and "RPE off" in r.stdout, r.stdout + r.stderr
     r = run("--exp", "pcae_dropping", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--eval-set", "rpe=true")
     assert r.returncode != 0 and "rpe=False" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_maelite_layer_reservation_runs_through_the_launcher(tmp_path, toy):
+    """MAE-lite's Figure 2 at tiny scale: the pre-trained MAE-Tiny stand-in is fine-tuned once per number of reserved blocks
+    (one checkpoint each), and the report reads the curve."""
+    from smrnb.report import reserved_frame
+    r = run("--exp", "maelite_fig2", "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy),
+            "--eval-set", "batch_size=4", "--eval-set", "num_workers=0", "--eval-set", "reserve=[6,0]")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (d,) = tmp_path.glob("tiny/maelite_fig2/mae_tiny-*")
+    ev = json.loads((d / "eval.json").read_text())
+    assert ev["evaluate"] == "layer_reservation" and ev["depth"] == 6 and sorted(ev["reserved"]) == ["0", "6"], ev
+    assert ev["top1_finetune"] == ev["reserved"]["6"] and all(0 <= a <= 1 for a in ev["reserved"].values())
+    assert sorted(p.parent.name.split("-")[-1] for p in (d / "finetune").glob("*/last.pt")) == ["reserve0", "reserve6"]
+    rf = reserved_frame(tmp_path, "tiny")
+    assert list(rf.layers) == [0, 6] and list(rf.top1) == [100 * ev["reserved"]["0"], 100 * ev["reserved"]["6"]], rf
+    r = run("--exp", "maelite_fig2", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    assert r.returncode == 0 and "layer reservation: fine-tuned 7 times" in r.stdout and "layer decay 0.85" in r.stdout, r.stdout + r.stderr
+    r = run("--exp", "maelite_fig2", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--eval-set", "reserve=3")
+    assert r.returncode != 0 and "reserve=3" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_itpn_mfm_runs_through_the_launcher(tmp_path, toy):
+    """iTPN (seed 004) at tiny scale: itpn_toy pre-trains with MFM against its EMA copy and against the fixed toy teacher
+    (the CLIP row's stand-in) through slurm/launch.py, logs both loss terms, and is linear-probed; the paper plan shows iTPN-B."""
+    r = run("--exp", "itpn_mfm", "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for variant, target in (("ema400", "ema"), ("ema", "ema"), ("clip", "frozen")):
+        (d,) = tmp_path.glob(f"tiny/itpn_mfm/{variant}-*")
+        c = json.loads((d / "config.json").read_text())["config"]
+        assert (c["method"], c["arch"], c["target"]) == ("mfm", "itpn_toy", target), c
+        rows = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+        assert rows and all(abs(x["loss"] - x["pixel"] - 0.3 * x["feature"]) < 1e-3 * max(1, x["loss"]) for x in rows), rows
+        assert 0 <= json.loads((d / "eval.json").read_text())["linear_probe"] <= 1
+    r = run("--exp", "itpn_mfm", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    assert r.returncode == 0 and "itpn_base" in r.stdout, r.stdout + r.stderr
