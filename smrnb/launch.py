@@ -93,11 +93,11 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         if ft.drop is None: raise ValueError("the token_dropping evaluation needs a drop recipe: --eval-set drop='{\"max_ratio\": 0.4}'")
         tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
                                                    color_jitter=ft.color_jitter), val_tf)
-        n_cls, got = int(max(tr.targets)) + 1, {}
+        n_cls, got, enc = int(max(tr.targets)) + 1, {}, load_encoder(cfg)   # finetune_model copies the encoder's weights
         for name, f in (("full", replace(ft, drop=None)), ("drop", ft)):   # each recipe its own checkpoint (finetune/<recipe id>)
-            got[name] = E.finetune(load_encoder(cfg), tr, va, n_cls, f, out_dir=run.path / "finetune" / finetune_recipe_id(f))
+            got[name] = E.finetune(enc, tr, va, n_cls, f, out_dir=run.path / "finetune" / finetune_recipe_id(f))
         if rank == 0:
-            model = E.finetune_model(load_encoder(cfg), n_cls, rpe=ft.rpe).to(where)     # speed does not depend on the weights
+            model = E.finetune_model(enc, n_cls, rpe=ft.rpe).to(where)     # speed does not depend on the weights
             t = dropping_throughput(model, got["drop"]["drop_ratio"], got["drop"]["drop_layers"], batch=tp.get("throughput_batch", 64),
                                     iters=tp.get("throughput_iters", 20), device=where, bf16=ft.amp == "bf16" or (ft.amp == "auto" and where.type == "cuda"))
             n = model.patch_embed.num_patches
@@ -112,11 +112,12 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
         tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
                                                    color_jitter=ft.color_jitter), val_tf)
-        n_cls, depth, acc, hist = int(max(tr.targets)) + 1, len(load_encoder(cfg).blocks), {}, {}
+        enc = load_encoder(cfg)                       # reserve_layers copies it
+        n_cls, depth, acc, hist = int(max(tr.targets)) + 1, len(enc.blocks), {}, {}
         ks = sorted(set(own.get("reserve", [depth])))
         if bad := [k for k in ks if not 0 <= k <= depth]: raise ValueError(f"reserve {bad}: the encoder has {depth} blocks (0..{depth})")
         for k in ks:                                  # each k its own checkpoint: a preempted job resumes the k it was on
-            r = E.finetune(reserve_layers(load_encoder(cfg), k, seed=ft.seed), tr, va, n_cls, ft,
+            r = E.finetune(reserve_layers(enc, k, seed=ft.seed), tr, va, n_cls, ft,
                            out_dir=run.path / "finetune" / f"{finetune_recipe_id(ft)}-reserve{k}")
             acc[str(k)], hist[str(k)] = r["val_acc"], r["history"]
         res.update(reserved=acc, depth=depth, history=hist, finetune=ft.to_dict(), world_size=r["world_size"])

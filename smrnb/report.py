@@ -453,15 +453,19 @@ def verdict_line(v: pd.DataFrame) -> str:
            (f", {c.get('needs 2+ seeds')} need 2+ seeds" if c.get("needs 2+ seeds") else "")
 
 # %% ../nbs/15_report.ipynb #c025
+def _evaluated_runs(exp: str, runs_dir, scale: str, seeds=None):
+    "The `run_rows` of `exp` at each of `seeds` (default: the configs' own); over several seeds only the runs that are done."
+    for s in (list(seeds) if seeds is not None else [None]):
+        for r in run_rows(exp, runs_dir, scale, s).itertuples():
+            if seeds is None or len(seeds) == 1 or r.state == "done": yield r
+
 def compactness_frame(runs_dir, scale: str = "tiny", exp: str = "smr_fig2", seeds=None) -> pd.DataFrame:
     """Long table: model, seed, task, removed (% of tokens), loss (NaN or inf when invalid), state; empty when no run has been
     evaluated. Over several `seeds`, only the runs that are done (current config) count."""
     rows = []
-    for s in (list(seeds) if seeds is not None else [None]):
-        for r in run_rows(exp, runs_dir, scale, s).itertuples():
-            if seeds is not None and len(seeds) > 1 and r.state != "done": continue
-            for c in r.result.get("compactness", []):
-                rows.append(dict(model=r.variant, seed=r.seed, task=c["task"], removed=100 * c["fraction"], loss=c["loss"], state=r.state))
+    for r in _evaluated_runs(exp, runs_dir, scale, seeds):
+        for c in r.result.get("compactness", []):
+            rows.append(dict(model=r.variant, seed=r.seed, task=c["task"], removed=100 * c["fraction"], loss=c["loss"], state=r.state))
     return pd.DataFrame(rows, columns=["model", "seed", "task", "removed", "loss", "state"])
 
 def compactness_table(cf: pd.DataFrame) -> pd.DataFrame:
@@ -504,11 +508,9 @@ def reserved_frame(runs_dir, scale: str = "tiny", exp: str = "maelite_fig2", see
     """Long table: model, seed, layers (reserved pre-trained blocks), top1 (%), depth, state; empty when no run has been
     evaluated. Over several `seeds`, only the runs that are done (current config) count."""
     rows = []
-    for s in (list(seeds) if seeds is not None else [None]):
-        for r in run_rows(exp, runs_dir, scale, s).itertuples():
-            if seeds is not None and len(seeds) > 1 and r.state != "done": continue
-            for k, acc in (r.result.get("reserved") or {}).items():
-                rows.append(dict(model=r.variant, seed=r.seed, layers=int(k), top1=100 * acc, depth=r.result.get("depth"), state=r.state))
+    for r in _evaluated_runs(exp, runs_dir, scale, seeds):
+        for k, acc in (r.result.get("reserved") or {}).items():
+            rows.append(dict(model=r.variant, seed=r.seed, layers=int(k), top1=100 * acc, depth=r.result.get("depth"), state=r.state))
     return pd.DataFrame(rows, columns=["model", "seed", "layers", "top1", "depth", "state"]).sort_values(["model", "seed", "layers"], ignore_index=True)
 
 # %% ../nbs/15_report.ipynb #c026c
