@@ -2,7 +2,9 @@
 
   baseline : the model with migration 0 and gathering off, i.e. the plain iTPN forward (HiViT loop + pyramid)
   variants : the same weights with `migration_ratio` r (tokens dropped from the backbone, replenished in the pyramid) and/or
-             token gathering (window attention + one gathering token per window, cross-attention to all gathering tokens)
+             token gathering (window attention + one gathering token per window, cross-attention to all gathering tokens),
+             and window attention alone (Figure 5's "window attention")
+The launcher's `acceleration` evaluation (experiment itpn_speed) times the fine-tuned classifier the same way, settings alternated.
 Times are medians of --steps forward passes (no grad, eval mode), after --warmup; ratios are against the baseline of this run.
 Peak memory: CUDA torch.cuda.max_memory_allocated above the allocation before the forward; CPU the rise of the process's peak
 resident set (VmHWM, reset through /proc/self/clear_refs after malloc_trim) over one forward, "n/a" where Linux does not allow it.
@@ -13,7 +15,7 @@ import argparse, ctypes, gc, statistics, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
-from smrnb.itpn import create_itpn
+from smrnb.itpn import create_itpn, accelerated
 from benchmarks.timing import timed
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,14 +56,14 @@ def peak_bytes():
         return _status("VmHWM:") - base
     except OSError: return None
 
-def measure(ratio, gathering):
-    model.migration_ratio, model.gathering = ratio, gathering
-    for _ in range(a.warmup): forward()
-    ts = []
-    for _ in range(a.steps):
-        t, out = timed(forward, dev); ts.append(t)
-    moved = sum(gi[0].numel() for _, gi in out.migrated)
-    return statistics.median(ts), peak_bytes(), P - moved
+def measure(ratio, gathering, window_attention=False):
+    with accelerated(model, dict(migration_ratio=ratio, gathering=gathering, window_attention=window_attention)):
+        for _ in range(a.warmup): forward()
+        ts = []
+        for _ in range(a.steps):
+            t, out = timed(forward, dev); ts.append(t)
+        moved = sum(gi[0].numel() for _, gi in out.migrated)
+        return statistics.median(ts), peak_bytes(), P - moved
 
 mib = lambda b: "n/a" if b is None else f"{b / 2**20:.1f} MiB"
 def ratio(x, base): return "n/a" if x is None or not base else f"{x / base:.2f}x"
@@ -76,3 +78,6 @@ for g in (False, True):
         t, m, left = measure(r, g)
         print(f"Fast-iTPN migration {r:.0%} gathering {'on ' if g else 'off'}: {t * 1e3:.2f} ms ({ratio(t, bt)} time), "
               f"peak {mib(m)} ({ratio(m, bm)} memory), {left}/{P} tokens at the backbone's end")
+t, m, left = measure(0.0, False, window_attention=True)
+print(f"Fast-iTPN window attention alone (no gathering tokens): {t * 1e3:.2f} ms ({ratio(t, bt)} time), "
+      f"peak {mib(m)} ({ratio(m, bm)} memory), {left}/{P} tokens at the backbone's end")

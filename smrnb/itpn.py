@@ -4,7 +4,8 @@
 
 # %% ../nbs/26_itpn.ipynb #c003
 from __future__ import annotations
-import copy
+import copy, time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Optional, Sequence, Union
@@ -19,9 +20,10 @@ from .models import from_preset, spread_counts
 from .targets import pixel_target
 
 # %% auto #0
-__all__ = ['ITPN_PRESETS', 'CLIP_MEAN', 'CLIP_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CMlp', 'cmlp_block', 'PatchSplit',
-           'ITPNOutput', 'ITPN', 'migration_counts', 'migrate', 'block_tokens', 'block_gathering', 'create_itpn',
-           'count_params', 'teacher_normalize', 'ema_update', 'MFM']
+__all__ = ['ITPN_PRESETS', 'FIG5_SETTINGS', 'CLIP_MEAN', 'CLIP_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CMlp', 'cmlp_block',
+           'PatchSplit', 'ITPNOutput', 'ITPN', 'migration_counts', 'migrate', 'block_tokens', 'block_gathering',
+           'create_itpn', 'count_params', 'accelerated', 'acceleration_throughput', 'teacher_normalize', 'ema_update',
+           'MFM']
 
 # %% ../nbs/26_itpn.ipynb #c006
 class CMlp(nn.Module):
@@ -84,7 +86,7 @@ class ITPN(HiViT):
     "iTPN: HiViT + a pre-trainable feature pyramid; Fast-iTPN's token migration and token gathering as options."
     def __init__(self, fpn_dim: int = 256, fpn_depth: int = 1, conv_mlp: bool = False, swiglu: bool = False, subln: bool = False,
                  migration_ratio: float = 0., migration_window: int = 0, gathering: bool = False, gather_window: int = 7,
-                 **kwargs):
+                 window_attention: bool = False, **kwargs):
         if swiglu or subln:   # sub-LN: timm's scale_attn_norm / scale_mlp_norm (a LayerNorm before each output projection)
             kwargs.setdefault("block_fn", partial(Block, scale_attn_norm=subln, scale_mlp_norm=subln, mlp_layer=_swiglu if swiglu else Mlp))
         super().__init__(**kwargs)
@@ -95,7 +97,7 @@ class ITPN(HiViT):
             for st in self.stem:
                 for b in st.blocks: b.mlp = CMlp(b.norm.normalized_shape[0], int(b.norm.normalized_shape[0] * smr), **flags)
         self.fpn_dim, self.migration_ratio, self.migration_window = fpn_dim, migration_ratio, migration_window
-        self.gathering, self.gather_window = gathering, gather_window
+        self.gathering, self.gather_window, self.window_attention = gathering, gather_window, window_attention
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, C // 4))
         self.gather_embed = nn.Parameter(torch.zeros(1, 1, C))
         self.fpn16 = nn.Sequential(*[cmlp_block(C, smr, **flags) for _ in range(fpn_depth)])
@@ -206,11 +208,11 @@ def _window_bias(full, idx, gather: bool):
 def _forward_backbone(self: ITPN, x, keep=None, masked=None, return_pyramid_input: bool = False):
     "`(stem levels, U3 (B,K,C) normed, migrated store, U3 before the norm)`; HiViT's loop when migration and gathering are off."
     feats, t = self.forward_stem_levels(x, keep, masked)
-    if self.migration_ratio == 0 and not self.gathering:
+    if self.migration_ratio == 0 and not self.gathering and not self.window_attention:
         for blk, bias in zip(self.blocks, self.rel_pos_biases(keep)): t = blk(t, attn_mask=bias)
         return feats, self.norm(t), [], t
     B, K, C = t.shape
-    win = self.gather_window if self.gathering else self.migration_window
+    win = self.gather_window if self.gathering or self.window_attention else self.migration_window
     if win and keep is not None: raise ValueError("windowed migration / token gathering need the whole image (keep=None)")
     rp = [r.get_bias() for r in self.rel_pos] if self.rel_pos is not None else [None] * len(self.blocks)
     if win:
@@ -226,6 +228,10 @@ def _forward_backbone(self: ITPN, x, keep=None, masked=None, return_pyramid_inpu
         if self.gathering:
             bias = _window_bias(full, idx, True) if full is not None else None
             t, g, keys = block_gathering(blk, t, g, bias, want_keys=r > 0)
+        elif self.window_attention:   # window self-attention alone (Figure 5's "window attention", Table 7's WMSA)
+            tf, keys = block_tokens(blk, t.flatten(0, 1), _window_bias(full, idx, False) if full is not None else None, want_keys=r > 0)
+            t = tf.view_as(t)
+            if keys is not None: keys = keys.view(*idx.shape, -1)
         else:
             tf, keys = block_tokens(blk, t.flatten(1, -2) if win else t, _global_bias(full, idx), want_keys=r > 0)
             t = tf.view_as(t)
@@ -278,6 +284,10 @@ ITPN_PRESETS = {
                            subln=True, swiglu=True, conv_mlp=True),
     "itpn_toy":       dict(img_size=32, patch_size=4, inner_patch=1, embed_dim=64, stem_depths=(1, 1), depth=4, num_heads=4,
                            fpn_dim=32, gather_window=4, migration_window=0),
+    # the toy with Table 2's Fast-iTPN changes (the tiny stand-in for fast_itpn_base)
+    "fast_itpn_toy":  dict(img_size=32, patch_size=4, inner_patch=1, embed_dim=64, stem_depths=(1, 1), depth=4, num_heads=4,
+                           fpn_dim=32, gather_window=4, migration_window=0, mlp_ratio=3., rel_pos_bias=False, subln=True,
+                           swiglu=True, conv_mlp=True),
 }
 
 def create_itpn(name: str = "itpn_base", **kwargs) -> ITPN:
@@ -292,6 +302,48 @@ def count_params(m: nn.Module) -> dict:
                pyramid=n(lambda k: k.startswith(pyr)), heads=n(lambda k: k.startswith("level_heads")))
     out["total"] = n(lambda k: True)
     return out
+
+# %% ../nbs/26_itpn.ipynb #c058
+FIG5_SETTINGS = {f"m{int(r * 100)}": dict(migration_ratio=r) for r in (0.1, 0.2, 0.3, 0.4)} | {
+    "window": dict(window_attention=True), "gather": dict(gathering=True), "m40_gather": dict(migration_ratio=0.4, gathering=True)}
+_ACCEL = ("migration_ratio", "window_attention", "gathering")
+
+@contextmanager
+def accelerated(model: ITPN, setting: dict):
+    "Apply Fast-iTPN's inference `setting` (keys of `_ACCEL`) to `model` inside the `with` block; the old values come back after."
+    if bad := sorted(set(setting) - set(_ACCEL)): raise ValueError(f"unknown acceleration setting {bad}; valid keys: {', '.join(_ACCEL)}")
+    old = {k: getattr(model, k) for k in _ACCEL}
+    for k in _ACCEL: setattr(model, k, setting.get(k, type(old[k])()))
+    try: yield model
+    finally:
+        for k, v in old.items(): setattr(model, k, v)
+
+def acceleration_throughput(model: ITPN, settings: dict | None = None, batch: int = 64, iters: int = 10, warmup: int = 2,
+                            device=None, bf16: bool | None = None) -> dict:
+    """Inference of `model` (an iTPN, or its fine-tuning classifier) at `settings` (default `FIG5_SETTINGS`) and at the baseline
+    (no migration, no gathering), alternated in one process: images/s, speed-up % over the baseline, tokens left, CUDA peak memory."""
+    settings = FIG5_SETTINGS if settings is None else settings
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    bf16 = dev.type == "cuda" if bf16 is None else bf16
+    was, model = model.training, model.to(dev).eval()
+    x = torch.randn(batch, 3, model.grid_size[0] * model.patch_size, model.grid_size[1] * model.patch_size, device=dev)
+    runs = {"base": {}} | dict(settings)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times, peak, tokens = dict.fromkeys(runs, 0.0), dict.fromkeys(runs), {}
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        for name, s in runs.items():      # tokens left at the backbone's end (migration removes them from it)
+            with accelerated(model, s): tokens[name] = model.num_patches - sum(gi[0].numel() for _, gi in model.forward_backbone(x[:1])[2])
+        for i in range(warmup + iters):
+            for name, s in runs.items():
+                with accelerated(model, s):
+                    if dev.type == "cuda" and i == warmup: torch.cuda.reset_peak_memory_stats(dev); base = torch.cuda.memory_allocated(dev)
+                    sync(); t = time.perf_counter(); model(x); sync()
+                    if i >= warmup: times[name] += time.perf_counter() - t
+                    if dev.type == "cuda" and i == warmup: peak[name] = (torch.cuda.max_memory_allocated(dev) - base) / 2**20
+    model.train(was)
+    ips = {k: batch * iters / t for k, t in times.items()}
+    return dict(images_per_s=ips, speedup={k: 100 * (ips[k] / ips["base"] - 1) for k in settings}, tokens=tokens, peak_mem_mb=peak,
+                settings={k: dict(v) for k, v in settings.items()}, batch=batch, iters=iters, device=dev.type, bf16=bf16)
 
 # %% ../nbs/26_itpn.ipynb #c048
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

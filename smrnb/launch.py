@@ -19,7 +19,7 @@ __all__ = ['DISTRIBUTED_EVALUATIONS', 'FINETUNE_EVALUATIONS', 'CLUSTERS', 'GPU_M
            'print_plan', 'eval_summary', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
-DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe", "token_dropping", "layer_reservation")   # run on every process of the evaluation job
+DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe", "token_dropping", "layer_reservation", "acceleration")   # run on every process of the evaluation job
 
 def _datasets(cfg, train_tf, val_tf):
     from smrnb.data import ManifestDataset
@@ -55,7 +55,8 @@ def finetune_recipe_id(ft) -> str:
 
 FINETUNE_EVALUATIONS = {  # evaluations that fine-tune: their settings are a fine-tuning recipe plus these keys of their own
     "finetune": (), "token_dropping": ("throughput_batch", "throughput_iters"),   # PCAE Table 5: inference timing
-    "layer_reservation": ("reserve",)}                                             # MAE-lite Figure 2: the numbers of blocks kept
+    "layer_reservation": ("reserve",),                                             # MAE-lite Figure 2: the numbers of blocks kept
+    "acceleration": ("settings", "throughput_batch", "throughput_iters")}          # Fast-iTPN Figure 5: which settings, inference timing
 
 def split_eval_kw(evaluate: str, kw: dict) -> tuple:
     "`(fine-tuning recipe, the evaluation's own settings)` of a fine-tuning evaluation's settings (`FINETUNE_EVALUATIONS`)."
@@ -122,6 +123,30 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
             acc[str(k)], hist[str(k)] = r["val_acc"], r["history"]
         res.update(reserved=acc, depth=depth, history=hist, finetune=ft.to_dict(), world_size=r["world_size"])
         if str(depth) in acc: res["top1_finetune"] = acc[str(depth)]   # every block reserved: the plain fine-tuning
+    elif evaluate == "acceleration":   # Fast-iTPN Figure 5: fine-tune once, then each setting (migration, window attention, gathering)
+        from smrnb.itpn import ITPN, FIG5_SETTINGS, accelerated, acceleration_throughput
+        from smrnb.train import load_checkpoint
+        ft_kw, own = split_eval_kw(evaluate, kw)
+        ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
+        enc = load_encoder(cfg)
+        if not isinstance(enc, ITPN): raise ValueError(f"the acceleration evaluation needs an iTPN run (arch itpn_* or fast_itpn_*), got arch {cfg.arch!r}")
+        settings = {k: FIG5_SETTINGS[k] for k in own.get("settings", list(FIG5_SETTINGS))}
+        tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
+                                                   color_jitter=ft.color_jitter), val_tf)
+        n_cls, out = int(max(tr.targets)) + 1, run.path / "finetune" / finetune_recipe_id(ft)
+        r = E.finetune(enc, tr, va, n_cls, ft, out_dir=out)
+        if rank == 0:                  # the fine-tuned classifier, each setting applied to it as it is (not fine-tuned with it)
+            model = E.finetune_model(enc, n_cls, ft.drop_path, ft.rpe).to(where)
+            model.load_state_dict(load_checkpoint(out / "last.pt")["model"])
+            bf16 = ft.amp == "bf16" or (ft.amp == "auto" and where.type == "cuda")
+            top1 = {"base": r["val_acc"]}
+            for k, s in settings.items():
+                with accelerated(model, s): top1[k] = E._dist_accuracy(model, va, ft.batch_size, where, 0, 1, bf16, ft.num_workers)
+            t = acceleration_throughput(model, settings, batch=own.get("throughput_batch", 64), iters=own.get("throughput_iters", 20),
+                                        device=where, bf16=bf16)
+            res.update(top1_finetune=r["val_acc"], top1=top1, speedup=t["speedup"], throughput=t, tokens=t["tokens"],
+                       top1_convention="the model fine-tuned without acceleration, each setting applied at evaluation (off the shelf)",
+                       history=r["history"], finetune=ft.to_dict(), world_size=r["world_size"])
     elif evaluate == "compactness":
         from smrnb.pretrain import Pretrainer
         from smrnb.train import load_model_state, load_checkpoint
@@ -143,7 +168,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
                    images_per_s=sum(r["images_per_s"] for r in rows[1:] or rows) / len(rows[1:] or rows),
                    peak_mem_mb=max(r["peak_mem_mb"] for r in rows))
     elif evaluate != "none":
-        raise ValueError(f"unknown evaluation {evaluate!r}; valid options: finetune, linear_probe, compactness, complexity, token_dropping, layer_reservation, none")
+        raise ValueError(f"unknown evaluation {evaluate!r}; valid options: finetune, linear_probe, compactness, complexity, token_dropping, layer_reservation, acceleration, none")
     return res
 
 # %% ../nbs/14_launch.ipynb #c008
@@ -359,10 +384,12 @@ def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = T
 EVAL_DEFAULTS = {  # per scale and evaluation: keyword arguments of the evaluation (paper: the Table 6 recipe defaults)
     "tiny": {"linear_probe": dict(epochs=100),    # tiny scale runs a linear probe for fine-tuning cells (TINY_EVALUATE)
              "token_dropping": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, throughput_batch=32, throughput_iters=5),
-             "layer_reservation": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, reserve=[0, 2, 4, 6])},   # the toy's 6 blocks
+             "layer_reservation": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, reserve=[0, 2, 4, 6]),   # the toy's 6 blocks
+             "acceleration": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, throughput_batch=32, throughput_iters=5)},
     "paper": {"finetune": dict(epochs=100, batch_size=1024), "linear_probe": dict(epochs=90),
               "token_dropping": dict(epochs=100, batch_size=1024, throughput_batch=256, throughput_iters=50),
-              "layer_reservation": dict(epochs=100, batch_size=1024, reserve=[0, 2, 4, 6, 8, 10, 12])},
+              "layer_reservation": dict(epochs=100, batch_size=1024, reserve=[0, 2, 4, 6, 8, 10, 12]),
+              "acceleration": dict(epochs=100, batch_size=1024, throughput_batch=64, throughput_iters=50)},
 }
 
 class LaunchInterrupted(Exception):
@@ -392,10 +419,15 @@ def check_eval_kw(evaluate: str, kw: dict) -> dict:
         if evaluate == "token_dropping" and ft.drop is None:
             raise ValueError("--eval-set: the token_dropping evaluation needs drop (e.g. drop='{\"max_ratio\": 0.4}') and rpe=False")
         ints = lambda v, lo: not isinstance(v, bool) and isinstance(v, int) and v >= lo
-        if bad := [f"{k}={v!r}" for k, v in own.items() if k != "reserve" and not ints(v, 1)]:
+        if bad := [f"{k}={v!r}" for k, v in own.items() if k not in ("reserve", "settings") and not ints(v, 1)]:
             raise ValueError(f"--eval-set {', '.join(bad)}: an integer >= 1")
         if "reserve" in own and not (isinstance(own["reserve"], list) and own["reserve"] and all(ints(k, 0) for k in own["reserve"])):
             raise ValueError(f"--eval-set reserve={own['reserve']!r}: a non-empty list of numbers of reserved blocks, e.g. reserve=[0,2,4]")
+        if "settings" in own:
+            from smrnb.itpn import FIG5_SETTINGS
+            s = own["settings"]
+            if not (isinstance(s, list) and s and all(isinstance(k, str) for k in s)) or (bad := [k for k in s if k not in FIG5_SETTINGS]):
+                raise ValueError(f"--eval-set settings={s!r}: a non-empty list of Figure 5 settings out of {', '.join(FIG5_SETTINGS)}")
     elif bad := sorted(set(kw) - set(EVAL_KEYS.get(evaluate, ()))):
         raise ValueError(f"--eval-set {', '.join(bad)}: not a setting of the {evaluate} evaluation (its settings: {', '.join(EVAL_KEYS.get(evaluate, ())) or 'none'})")
     return kw
@@ -432,6 +464,11 @@ def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs
         if amend: r["config"].update(amend); r["amend"] = True      # after the run id: the amended run keeps its directory
         r["eval_kw"] = check_eval_kw(r["evaluate"], {**EVAL_DEFAULTS[scale].get(r["evaluate"], {}), **r.get("eval_kw", {}),   # the row's recipe
                                                      **(eval_overrides or {})})
+        if r["evaluate"] == "acceleration":   # before any job: the evaluation times Fast-iTPN's options, which only an iTPN has
+            from smrnb.encoders import arch_family
+            if arch_family(r["config"]["arch"]) != "itpn":
+                raise ValueError(f"{r['run_id']}: the acceleration evaluation needs an iTPN (arch itpn_* or fast_itpn_*), got arch "
+                                 f"{r['config']['arch']!r}: drop the arch override or evaluate another way")
         r["state"], r["detail"] = run_state(r["config"]["run_dir"], r["evaluate"], r["eval_kw"])
         r["busy"] = run_busy(r["config"]["run_dir"]) if r["state"] != "done" else None
     return runs
@@ -494,6 +531,10 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
                 lines.append(f"      token dropping: fine-tuned twice (without, then with dropping {dc.max_ratio:g} per stage after blocks "
                              f"{'/'.join(map(str, dc.layers))} of {dc.depth}, warm-up {dc.warmup_epochs:g} + ramp {dc.ramp_epochs:g} epochs); "
                              f"inference timed both ways ({json.dumps(own)})")
+            if r["evaluate"] == "acceleration":
+                from smrnb.itpn import FIG5_SETTINGS
+                lines.append(f"      acceleration: fine-tuned once; top-1 and inference images/s at {', '.join(own.get('settings', FIG5_SETTINGS))} "
+                             f"against no migration / no gathering (batch {own.get('throughput_batch', 64)}, {own.get('throughput_iters', 20)} steps each)")
             if "reserve" in own:
                 lines.append(f"      layer reservation: fine-tuned {len(set(own['reserve']))} times, keeping the first k pre-trained blocks "
                              f"(the rest re-initialised) for k in {sorted(set(own['reserve']))}")

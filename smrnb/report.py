@@ -23,10 +23,10 @@ __all__ = ['PAPER_CSV', 'PAPER_CSVS', 'NUMBER_KEYS', 'RUN_FILES', 'FIXTURE_PLAN'
            'check_paper_cells', 'launch_command', 'Unreadable', 'unreadable_file', 'run_device', 'run_rows',
            'write_fixture', 'run_metrics', 'table_rows', 'comparable', 'compare', 'report_table', 'rank_corr',
            'display_columns', 'seed_table', 'paired_test', 'ordering_verdicts', 'verdict_line', 'compactness_frame',
-           'compactness_table', 'compactness_verdicts', 'n_invalid', 'reserved_frame', 'loss_curves', 'loss_summary',
-           'plot_loss_curves', 'teacher_record', 'fmt_table', 'html_table', 'save_table', 'plot_compactness',
-           'plot_ratios', 'merging_source', 'merging_settings', 'merging_figures', 'parse_tables', 'build_report',
-           'keep_teacher', 'main']
+           'compactness_table', 'compactness_verdicts', 'n_invalid', 'reserved_frame', 'acceleration_frame',
+           'loss_curves', 'loss_summary', 'plot_loss_curves', 'teacher_record', 'fmt_table', 'html_table', 'save_table',
+           'plot_compactness', 'plot_ratios', 'merging_source', 'merging_settings', 'merging_figures', 'parse_tables',
+           'build_report', 'keep_teacher', 'main']
 
 # %% ../nbs/15_report.ipynb #c006
 PAPER_CSV = Path(smrnb.__file__).parent / "paper_numbers.csv"
@@ -262,6 +262,7 @@ def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = 
     if ev.get("images_per_s") is not None and "gmacs" in ev: out["images_per_s"] = ev["images_per_s"]   # a timing run's (PCAE-4)
     for k in ("top1_drop", "throughput_gain"):                     # token dropping (PCAE-5): already in percent
         if k in ev: out[k] = ev[k]
+    for k, v in (ev.get("speedup") or {}).items(): out[f"speedup_{k}"] = v   # Fast-iTPN's settings (ITPN-fig5): % over the plain model
     if "peak_mem_mb" in ev: out[MEMORY_METRIC.get(device, MEMORY_METRIC[None])] = ev["peak_mem_mb"] / 1024
     s = summary or {}
     if ev.get("images_per_s") and batch_size and s.get("epochs") and s.get("steps"):
@@ -513,6 +514,20 @@ def reserved_frame(runs_dir, scale: str = "tiny", exp: str = "maelite_fig2", see
             rows.append(dict(model=r.variant, seed=r.seed, layers=int(k), top1=100 * acc, depth=r.result.get("depth"), state=r.state))
     return pd.DataFrame(rows, columns=["model", "seed", "layers", "top1", "depth", "state"]).sort_values(["model", "seed", "layers"], ignore_index=True)
 
+def acceleration_frame(runs_dir, scale: str = "tiny", exp: str = "itpn_speed", seeds=None) -> pd.DataFrame:
+    """Long table of Fast-iTPN's settings (the `acceleration` evaluation): model, seed, setting (`base`: none), speedup (%),
+    images_per_s, top1 (%, the setting applied to the fine-tuned model), top1_drop (pp), tokens (left at the backbone's end),
+    device, state; empty when no run has been evaluated. Over several `seeds`, only the runs that are done count."""
+    rows = []
+    for r in _evaluated_runs(exp, runs_dir, scale, seeds):
+        ev = r.result or {}
+        top1, ips = ev.get("top1") or {}, (ev.get("throughput") or {}).get("images_per_s") or {}
+        for k in top1:
+            rows.append(dict(model=r.variant, seed=r.seed, setting=k, speedup=0.0 if k == "base" else (ev.get("speedup") or {}).get(k, np.nan),
+                             images_per_s=ips.get(k, np.nan), top1=100 * top1[k], top1_drop=100 * (top1["base"] - top1[k]),
+                             tokens=(ev.get("tokens") or {}).get(k), device=ev.get("device"), state=r.state))
+    return pd.DataFrame(rows, columns=["model", "seed", "setting", "speedup", "images_per_s", "top1", "top1_drop", "tokens", "device", "state"])
+
 # %% ../nbs/15_report.ipynb #c026c
 CURVE_EXPERIMENTS = ("smr_ablation_4e", "smr_fig2")
 
@@ -683,7 +698,7 @@ def merging_figures(runs_dir, out_dir, scale: str = "tiny", n_images: int = 4) -
 
 # %% ../nbs/15_report.ipynb #c037
 REPORT_TABLES = ["1", "2", "4a", "4b", "4c", "4d", "4e", "4f", "4g", "4h", "7a", "7b", "7c", "8", "fig2", "fig3-5",
-                 "GreenMIM-2", "greenmim-fig4", "PCAE-1", "PCAE-4", "PCAE-5", "MAELITE-5", "MAELITE-fig2", "ITPN-3", "analysis-figs"]   # the other papers' after SMR's
+                 "GreenMIM-2", "greenmim-fig4", "PCAE-1", "PCAE-4", "PCAE-5", "MAELITE-5", "MAELITE-fig2", "ITPN-3", "ITPN-fig5", "analysis-figs"]   # the other papers' after SMR's
 NO_RUNS = ("fig3-5", "greenmim-fig4", "analysis-figs")   # figures drawn from a simulation or from whatever runs exist: no experiment of their own
 TABLE_EXPERIMENTS = {e.table: e.name for e in EXPERIMENTS.values()}
 REPO = Path(smrnb.__file__).parent.parent

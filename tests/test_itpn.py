@@ -53,6 +53,7 @@ def test_itpn_benchmark_cpu_smoke():
     rows = re.findall(r"^Fast-iTPN migration (\d+)% gathering (on |off): ([0-9.]+) ms \(([0-9.]+)x time\).*, (\d+)/64 tokens",
                       r.stdout, re.M)
     assert base and len(rows) == 10, r.stdout
+    assert re.search(r"^Fast-iTPN window attention alone \(no gathering tokens\): [0-9.]+ ms .*, 64/64 tokens", r.stdout, re.M), r.stdout
     assert {(int(p), g.strip()) for p, g, *_ in rows} == {(p, g) for p in (0, 10, 20, 30, 40) for g in ("on", "off")}
     for p, g, ms, rt, left in rows:
         assert abs(float(rt) - float(ms) / float(base[1])) <= 0.01 * float(rt) + 0.006, r.stdout   # ratio of the printed times

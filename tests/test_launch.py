@@ -179,3 +179,31 @@ def test_itpn_mfm_runs_through_the_launcher(tmp_path, toy):
         assert 0 <= json.loads((d / "eval.json").read_text())["linear_probe"] <= 1
     r = run("--exp", "itpn_mfm", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
     assert r.returncode == 0 and "itpn_base" in r.stdout, r.stdout + r.stderr
+
+
+def test_itpn_speed_runs_through_the_launcher(tmp_path, toy):
+    """Fast-iTPN's Figure 5 at tiny scale: fast_itpn_toy pre-trains with MFM, is fine-tuned once, and every Figure 5 setting is
+    applied to the fine-tuned classifier: its top-1, its tokens and its inference speed against the plain model, in the report."""
+    from smrnb.itpn import FIG5_SETTINGS
+    from smrnb.report import report_table, acceleration_frame
+    r = run("--exp", "itpn_speed", "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy),
+            "--eval-set", "batch_size=4", "--eval-set", "num_workers=0", "--eval-set", "throughput_batch=2", "--eval-set", "throughput_iters=1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (d,) = tmp_path.glob("tiny/itpn_speed/fast-*")
+    assert json.loads((d / "config.json").read_text())["config"]["arch"] == "fast_itpn_toy"
+    ev = json.loads((d / "eval.json").read_text())
+    assert ev["evaluate"] == "acceleration" and set(ev["speedup"]) == set(FIG5_SETTINGS) and set(ev["top1"]) == {"base", *FIG5_SETTINGS}
+    assert ev["top1"]["base"] == ev["top1_finetune"] and all(0 <= a <= 1 for a in ev["top1"].values())
+    assert ev["tokens"]["base"] == ev["tokens"]["window"] == 64 and ev["tokens"]["m40"] == 64 - 26, ev["tokens"]
+    assert len(list((d / "finetune").glob("*/last.pt"))) == 1                                # fine-tuned once
+    df = report_table("itpn_speed", tmp_path, "tiny").set_index("metric")
+    assert df.loc["speedup_m40", "ours"] == ev["speedup"]["m40"] and df.loc["speedup_m40", "paper"] == 27, df
+    af = acceleration_frame(tmp_path, "tiny").set_index("setting")
+    assert af.loc["m40", "top1"] == 100 * ev["top1"]["m40"] and af.loc["base", "speedup"] == 0, af
+    r = run("--exp", "itpn_speed", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    assert r.returncode == 0 and "fast_itpn_base" in r.stdout and "acceleration: fine-tuned once" in r.stdout, r.stdout + r.stderr
+    r = run("--exp", "itpn_speed", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--eval-set", 'settings=["m10","m50"]')
+    assert r.returncode != 0 and "settings=" in r.stdout + r.stderr and "m40_gather" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = run("--exp", "itpn_speed", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--set", "arch=toy",
+            "--set", "method=mae", "--set", "target=pixel")   # a ViT run: refused before any job
+    assert r.returncode != 0 and "needs an iTPN" in r.stdout + r.stderr, r.stdout + r.stderr
