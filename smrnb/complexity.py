@@ -13,7 +13,7 @@ from .models import resolve_arch, parse_schedule, token_counts
 __all__ = ['HIER_ALIASES', 'TABLE8_HIER', 'ViTShape', 'block_table', 'MacUnits', 'Cost', 'encoder_cost', 'decoder_cost',
            'measured_flops', 'measured_activation_bytes', 'table8', 'pretrain_cost', 'measured_pretrain_flops',
            'hier_config', 'hier_shape', 'hier_stem_table', 'HierCost', 'hier_encoder_cost', 'measured_hier_flops',
-           'table8_hier', 'complexity_table']
+           'table8_hier', 'complexity_table', 'classifier_cost']
 
 # %% ../nbs/04_complexity.ipynb #c006
 @dataclass
@@ -353,3 +353,26 @@ def complexity_table(arch: str = "ViT-B", settings=(("full tokens", None), ("SMR
     df["flops_ratio"] = df.gmacs / df.gmacs.iloc[0]
     df["memory_ratio"] = df.act_gib_per_batch / df.act_gib_per_batch.iloc[0]
     return df
+
+# %% ../nbs/04_complexity.ipynb #c026b
+def _input_side(m) -> int:
+    "The image side a model was built for: HiViT's / iTPN's grid x patch, else the patch embedding's image size."
+    if isinstance(getattr(m, "patch_size", None), int) and hasattr(m, "grid_size"): return m.grid_size[0] * m.patch_size
+    s = m.patch_embed.img_size
+    return s[0] if isinstance(s, (tuple, list)) else s
+
+def classifier_cost(arch: str, img_size: int | None = None, num_classes: int = 1000, **kwargs) -> dict:
+    """`params_m` (millions, head included) and `gmacs` (one image's forward, counted by `FlopCounterMode`) of the fine-tuning
+    classifier of `create_encoder(arch, **kwargs)` at `img_size` (the preset's by default); shapes only (meta device)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    from smrnb.models import create_encoder
+    from smrnb.evaluate import finetune_model
+    if img_size is not None: kwargs["img_size"] = img_size
+    with torch.device("meta"):
+        m = finetune_model(create_encoder(arch, **kwargs), num_classes, 0.0, rpe=False).eval()
+        side = kwargs.get("img_size") or _input_side(m)
+        x = torch.empty(1, 3, side, side)
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc: m(x)
+    return dict(params_m=sum(p.numel() for p in m.parameters()) / 1e6, gmacs=fc.get_total_flops() / 2e9, img_size=side,
+                num_classes=num_classes, model=type(m).__name__)

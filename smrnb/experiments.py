@@ -337,6 +337,13 @@ _IT3 = [Variant("ema400", dict(_MFM, target="ema", epochs=400), finetune=ITPN_FI
                 paper=published("ITPN-3", "iTPN-B CLIP MFM 800 ep", 86.2,
                                 note="seed 004 L317; the CLIP model is not named for iTPN-B: CLIP-B/16 (BEiT-v2's, the comparison L317 draws)"),
                 note=_ITPN_NOTE + "; MFM against CLIP-B on the whole image (smooth-l1); " + _EMA_NOTE)]
+# iTPN's Table 1: the fine-tuning models' size and cost at 224 px (the complexity evaluation counts them; a short timing run first)
+_IT1 = [Variant(v, dict(_MFM, arch=a, target="ema", epochs=400), evaluate="complexity",
+                paper=published("ITPN-1", row, p, "params_m", classifier_gmacs=g,
+                                note="seed 004 Table 1: the fine-tuned model at 224 px; its FLOPs (G) are multiply-accumulates (ViT-B: 17.5)"),
+                note=f"{a}: MFM against the EMA copy, a 50-step timing run; params and GMACs of the fine-tuning classifier (1000 classes)")
+        for v, a, row, p, g in (("base", "itpn_base", "iTPN base-level (3+3+24)", 79, 17.8),
+                                ("large", "itpn_large", "iTPN large-level (2+2+40)", 288, 61.2))]
 # Fast-iTPN (seed 004 §4, Figure 5): the speed-up of token migration (10-40 %), window attention, gathering tokens and both over
 # the same model without them. Figure 5 times Mask R-CNN on COCO (not producible); smrnb times the classifier's inference.
 _F5 = ("token migration 20%", 20), ("token migration 30%", 23), ("token migration 40%", 27), ("window attention", 90), \
@@ -400,6 +407,10 @@ EXPERIMENTS = {e.name: e for e in [
     _exp("itpn_mfm", "ITPN-3", "iTPN (seed 004): iTPN-B (HiViT-B 3-3-24 with a feature pyramid) pre-trained with masked feature "
          "modelling against its EMA copy (400 / 1600 epochs) or CLIP-B (800 epochs), ImageNet-1K fine-tuning (100 epochs)."
          + _TINY_NOTE + " iTPN-B -> itpn_toy.", _IT3, paper=ITPN_RECIPE, tiny=dict(arch="itpn_toy")),
+    _exp("itpn_table1", "ITPN-1", "iTPN (seed 004) Table 1: parameters and GMACs of iTPN-B and iTPN-L as fine-tuned (224 px, "
+         "1000 classes), counted by the complexity evaluation after a short MFM timing run on one GPU." + _TINY_NOTE
+         + " Both -> itpn_toy.", _IT1, paper=dict(ITPN_RECIPE, batch_size=128, max_steps=50), tiny=dict(arch="itpn_toy", max_steps=5),
+         res=dict(gpus_per_node=1, cpus_per_task=10, mem_gb=64, timeout_min=30), tiny_res=dict(timeout_min=20)),
     _exp("itpn_speed", "ITPN-fig5", "Fast-iTPN (seed 004 §4, Figure 5): Fast-iTPN-B pre-trained with MFM and fine-tuned once, then "
          "inference timed with token migration 10-40 %, window attention, gathering tokens and migration + gathering against the "
          "same classifier without them (speed-up in %); top-1 of each setting applied to the fine-tuned model." + _TINY_NOTE

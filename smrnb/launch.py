@@ -155,18 +155,25 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         m = Pretrainer(cfg); load_model_state(m, load_checkpoint(run.ckpt)["model"])
         bs = kw.pop("batch_size", 128)
         res.update(compactness=E.compactness(m, make_loader(va, bs, shuffle=False), device=where, **kw))
-    elif evaluate == "complexity":   # GMACs as the paper's Table 8 counts them: encoder + decoder/head, the teacher not counted
-        from smrnb.complexity import encoder_cost, pretrain_cost
-        from smrnb.pretrain import Pretrainer
+    elif evaluate == "complexity":   # the run's timing, the fine-tuning model's size and cost (any backbone), Table 8's GMACs (ViT)
+        from smrnb.complexity import encoder_cost, pretrain_cost, classifier_cost
+        from smrnb.encoders import arch_family
         c = cfg.resolved()
-        cost = encoder_cost(c.arch, c.schedule, c.compressor, c.placement, c.img_size)
-        pc = pretrain_cost(Pretrainer(c))   # shapes only (fresh weights); the target is built to learn its feature width
         rows = [json.loads(l) for l in (run.path / "metrics.jsonl").read_text().splitlines()]
-        res.update(gmacs=pc["gmacs"], encoder_gmacs=pc["encoder_gmacs"], decoder_gmacs=pc["decoder_gmacs"],
-                   gmacs_convention="student forward: encoder + decoder/head, teacher excluded (the paper's Table 8)",
-                   act_mib_per_image=cost.act_bytes / 2**20,
+        cc = classifier_cost(c.arch, img_size=c.img_size)   # shapes only (meta device)
+        res.update(params_m=cc["params_m"], classifier_gmacs=cc["gmacs"],
+                   classifier_convention=f"the fine-tuning model ({cc['model']}, 1000-class head), one {cc['img_size']}-px image, "
+                                         "multiply-accumulates counted by FlopCounterMode (iTPN's Table 1)",
                    images_per_s=sum(r["images_per_s"] for r in rows[1:] or rows) / len(rows[1:] or rows),
                    peak_mem_mb=max(r["peak_mem_mb"] for r in rows))
+        if (fam := arch_family(c.arch)) == "vit":   # Table 8: encoder + decoder/head, the teacher not counted
+            from smrnb.pretrain import Pretrainer
+            cost = encoder_cost(c.arch, c.schedule, c.compressor, c.placement, c.img_size)
+            pc = pretrain_cost(Pretrainer(c))   # shapes only (fresh weights); the target is built to learn its feature width
+            res.update(gmacs=pc["gmacs"], encoder_gmacs=pc["encoder_gmacs"], decoder_gmacs=pc["decoder_gmacs"],
+                       gmacs_convention="student forward: encoder + decoder/head, teacher excluded (the paper's Table 8)",
+                       act_mib_per_image=cost.act_bytes / 2**20)
+        else: res["gmacs_note"] = f"pre-training GMACs (Table 8's count) are modelled for ViT encoders; {c.arch} is a {fam}"
     elif evaluate != "none":
         raise ValueError(f"unknown evaluation {evaluate!r}; valid options: finetune, linear_probe, compactness, complexity, token_dropping, layer_reservation, acceleration, none")
     return res

@@ -259,6 +259,8 @@ def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = 
     if "top1_finetune" in ev: out["top1_finetune"] = 100 * ev["top1_finetune"]
     if "linear_probe" in ev: out["top1_linear"] = 100 * ev["linear_probe"]
     if "gmacs" in ev: out["gmacs"] = ev["gmacs"]
+    for k in ("params_m", "classifier_gmacs"):                     # the fine-tuning model's size and cost (iTPN's Table 1)
+        if k in ev: out[k] = ev[k]
     if ev.get("images_per_s") is not None and "gmacs" in ev: out["images_per_s"] = ev["images_per_s"]   # a timing run's (PCAE-4)
     for k in ("top1_drop", "throughput_gain"):                     # token dropping (PCAE-5): already in percent
         if k in ev: out[k] = ev[k]
@@ -698,7 +700,7 @@ def merging_figures(runs_dir, out_dir, scale: str = "tiny", n_images: int = 4) -
 
 # %% ../nbs/15_report.ipynb #c037
 REPORT_TABLES = ["1", "2", "4a", "4b", "4c", "4d", "4e", "4f", "4g", "4h", "7a", "7b", "7c", "8", "fig2", "fig3-5",
-                 "GreenMIM-2", "greenmim-fig4", "PCAE-1", "PCAE-4", "PCAE-5", "MAELITE-5", "MAELITE-fig2", "ITPN-3", "ITPN-fig5", "analysis-figs"]   # the other papers' after SMR's
+                 "GreenMIM-2", "greenmim-fig4", "PCAE-1", "PCAE-4", "PCAE-5", "MAELITE-5", "MAELITE-fig2", "ITPN-1", "ITPN-3", "ITPN-fig5", "analysis-figs"]   # the other papers' after SMR's
 NO_RUNS = ("fig3-5", "greenmim-fig4", "analysis-figs")   # figures drawn from a simulation or from whatever runs exist: no experiment of their own
 TABLE_EXPERIMENTS = {e.table: e.name for e in EXPERIMENTS.values()}
 REPO = Path(smrnb.__file__).parent.parent

@@ -207,3 +207,23 @@ def test_itpn_speed_runs_through_the_launcher(tmp_path, toy):
     r = run("--exp", "itpn_speed", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--set", "arch=toy",
             "--set", "method=mae", "--set", "target=pixel")   # a ViT run: refused before any job
     assert r.returncode != 0 and "needs an iTPN" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_itpn_table1_counts_the_fine_tuning_models(tmp_path, toy):
+    """iTPN's Table 1 at tiny scale: a 5-step MFM timing run of itpn_toy, then the complexity evaluation counts the
+    fine-tuning classifier's parameters and GMACs (FlopCounterMode) for any backbone; the report puts them beside 79 M / 17.8 G."""
+    from smrnb.complexity import classifier_cost
+    from smrnb.report import report_table
+    r = run("--exp", "itpn_table1", "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy))
+    assert r.returncode == 0, r.stdout + r.stderr
+    want = classifier_cost("itpn_toy", img_size=32)
+    for v in ("base", "large"):
+        (d,) = tmp_path.glob(f"tiny/itpn_table1/{v}-*")
+        ev = json.loads((d / "eval.json").read_text())
+        assert ev["params_m"] == want["params_m"] and ev["classifier_gmacs"] == want["gmacs"] and ev["images_per_s"] > 0, ev
+        assert "gmacs" not in ev and "ViT" in ev["gmacs_note"], ev                      # Table 8's pre-training count: ViT only
+    df = report_table("itpn_table1", tmp_path, "tiny").set_index(["variant", "metric"])
+    assert df.loc[("base", "params_m"), "ours"] == want["params_m"] and df.loc[("base", "params_m"), "paper"] == 79, df
+    assert df.loc[("large", "classifier_gmacs"), "paper"] == 61.2 and df.loc[("large", "classifier_gmacs"), "ours"] == want["gmacs"], df
+    r = run("--exp", "itpn_table1", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    assert r.returncode == 0 and "itpn_large" in r.stdout and "complexity" in r.stdout, r.stdout + r.stderr

@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 from timm.layers import DropPath, LayerNorm2d, Mlp, PatchEmbed, trunc_normal_
 from timm.models.vision_transformer import Block
-from .hivit import gather_tokens, keep_from_mask, mask_from_keep
+from .hivit import MeanPoolHead, gather_tokens, keep_from_mask, mask_from_keep
 
 # %% auto #0
 __all__ = ['CONVIT_PRESETS', 'stage_mask', 'ConvBlock', 'ConViT', 'create_convit']
@@ -45,7 +45,7 @@ class ConvBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 # %% ../../nbs/20_convit.ipynb #c013
-class ConViT(nn.Module):
+class ConViT(MeanPoolHead, nn.Module):
     "ConvMAE's ConvViT: convolution stages 1-2 (masked convolution), then ViT blocks on one token per patch (no class token)."
     def __init__(self, img_size: int = 224, patch_sizes: Sequence[int] = (4, 2, 2), in_chans: int = 3, num_classes: int = 0,
                  embed_dims: Sequence[int] = (256, 384, 768), depths: Sequence[int] = (2, 2, 11), num_heads: int = 12,
@@ -137,14 +137,6 @@ class ConViT(nn.Module):
                 y = conv(f).flatten(2).transpose(1, 2)
                 x = x + (gather_tokens(y, keep) if keep is not None else y)
         return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        "Mean of the patch tokens, then the classifier (identity when `num_classes=0`)."
-        return self.head(self.head_drop(x.mean(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor: return self.forward_head(self.forward_features(x))
-
-    def set_grad_checkpointing(self, enable: bool = True): self.grad_checkpointing = enable
 
 # %% ../../nbs/20_convit.ipynb #c019
 CONVIT_PRESETS = {

@@ -16,7 +16,7 @@ from timm.models.vision_transformer import Block
 
 # %% auto #0
 __all__ = ['HIVIT_PRESETS', 'image_patches', 'gather_tokens', 'keep_from_mask', 'mask_from_keep', 'MlpBlock', 'HiViTStage',
-           'HiViT', 'create_hivit']
+           'MeanPoolHead', 'HiViT', 'create_hivit']
 
 # %% ../../nbs/19_hivit.ipynb #c006
 def image_patches(x: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -67,8 +67,19 @@ class HiViTStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.downsample(self.blocks(x))
 
+# %% ../../nbs/19_hivit.ipynb #c011b
+class MeanPoolHead:
+    "Mixin (list it before `nn.Module`): the mean-pooled timm head for backbones whose `forward_features` gives `(B,P,C)`."
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        "Mean of the patch tokens, then the classifier (identity when `num_classes=0`)."
+        return self.head(self.head_drop(x.mean(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor: return self.forward_head(self.forward_features(x))
+
+    def set_grad_checkpointing(self, enable: bool = True): self.grad_checkpointing = enable
+
 # %% ../../nbs/19_hivit.ipynb #c013
-class HiViT(nn.Module):
+class HiViT(MeanPoolHead, nn.Module):
     "HiViT: MLP-only stem stages inside each patch, then global attention on one token per patch (no class token)."
     def __init__(self, img_size: int = 224, patch_size: int = 16, inner_patch: int = 4, in_chans: int = 3,
                  num_classes: int = 0, embed_dim: int = 512, stem_depths: Sequence[int] = (4, 4), depth: int = 20,
@@ -152,14 +163,6 @@ class HiViT(nn.Module):
         for blk, bias in zip(self.blocks, self.rel_pos_biases(keep)):
             x = checkpoint(blk, x, bias, use_reentrant=False) if ckpt else blk(x, attn_mask=bias)
         return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        "Mean of the patch tokens, then the classifier (identity when `num_classes=0`)."
-        return self.head(self.head_drop(x.mean(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor: return self.forward_head(self.forward_features(x))
-
-    def set_grad_checkpointing(self, enable: bool = True): self.grad_checkpointing = enable
 
 # %% ../../nbs/19_hivit.ipynb #c021
 HIVIT_PRESETS = {
