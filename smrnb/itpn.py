@@ -22,8 +22,8 @@ from .targets import pixel_target
 # %% auto #0
 __all__ = ['ITPN_PRESETS', 'FIG5_SETTINGS', 'CLIP_MEAN', 'CLIP_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CMlp', 'cmlp_block',
            'PatchSplit', 'ITPNOutput', 'ITPN', 'migration_counts', 'migrate', 'block_tokens', 'block_gathering',
-           'create_itpn', 'count_params', 'accelerated', 'acceleration_throughput', 'teacher_normalize', 'ema_update',
-           'MFM']
+           'create_itpn', 'count_params', 'accelerated', 'acceleration_throughput', 'pyramid_agreement',
+           'teacher_normalize', 'ema_update', 'MFM']
 
 # %% ../nbs/26_itpn.ipynb #c006
 class CMlp(nn.Module):
@@ -344,6 +344,21 @@ def acceleration_throughput(model: ITPN, settings: dict | None = None, batch: in
     ips = {k: batch * iters / t for k, t in times.items()}
     return dict(images_per_s=ips, speedup={k: 100 * (ips[k] / ips["base"] - 1) for k in settings}, tokens=tokens, peak_mem_mb=peak,
                 settings={k: dict(v) for k, v in settings.items()}, batch=batch, iters=iters, device=dev.type, bf16=bf16)
+
+# %% ../nbs/26_itpn.ipynb #c062
+@torch.no_grad()
+def pyramid_agreement(model: ITPN, images: torch.Tensor, settings: dict | None = None, batch: int = 64) -> dict:
+    "Mean per-patch cosine similarity of the pyramid's `merged` features with each of `settings` (default `FIG5_SETTINGS`) and without."
+    settings = FIG5_SETTINGS if settings is None else settings
+    was = model.training; model.eval()
+    with accelerated(model, {}): ref = [model(x).merged for x in images.split(batch)]
+    out = {}
+    for k, s in settings.items():
+        with accelerated(model, s):
+            sims = [F.cosine_similarity(model(x).merged, r, dim=-1) for x, r in zip(images.split(batch), ref)]
+        out[k] = torch.cat(sims).mean().item()
+    model.train(was)
+    return out
 
 # %% ../nbs/26_itpn.ipynb #c048
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

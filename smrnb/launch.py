@@ -124,7 +124,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         res.update(reserved=acc, depth=depth, history=hist, finetune=ft.to_dict(), world_size=r["world_size"])
         if str(depth) in acc: res["top1_finetune"] = acc[str(depth)]   # every block reserved: the plain fine-tuning
     elif evaluate == "acceleration":   # Fast-iTPN Figure 5: fine-tune once, then each setting (migration, window attention, gathering)
-        from smrnb.itpn import ITPN, FIG5_SETTINGS, accelerated, acceleration_throughput
+        from smrnb.itpn import ITPN, FIG5_SETTINGS, accelerated, acceleration_throughput, pyramid_agreement
         from smrnb.train import load_checkpoint
         ft_kw, own = split_eval_kw(evaluate, kw)
         ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
@@ -144,7 +144,9 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
                 with accelerated(model, s): top1[k] = E._dist_accuracy(model, va, ft.batch_size, where, 0, 1, bf16, ft.num_workers)
             t = acceleration_throughput(model, settings, batch=own.get("throughput_batch", 64), iters=own.get("throughput_iters", 20),
                                         device=where, bf16=bf16)
-            res.update(top1_finetune=r["val_acc"], top1=top1, speedup=t["speedup"], throughput=t, tokens=t["tokens"],
+            imgs = torch.stack([va[i][0] for i in range(min(len(va), 256))]).to(where)   # the pre-trained pyramid's dense features
+            dense = pyramid_agreement(enc.to(where), imgs, settings, batch=ft.batch_size)
+            res.update(top1_finetune=r["val_acc"], top1=top1, speedup=t["speedup"], throughput=t, tokens=t["tokens"], dense_cos=dense,
                        top1_convention="the model fine-tuned without acceleration, each setting applied at evaluation (off the shelf)",
                        history=r["history"], finetune=ft.to_dict(), world_size=r["world_size"])
     elif evaluate == "compactness":

@@ -519,7 +519,7 @@ def reserved_frame(runs_dir, scale: str = "tiny", exp: str = "maelite_fig2", see
 def acceleration_frame(runs_dir, scale: str = "tiny", exp: str = "itpn_speed", seeds=None) -> pd.DataFrame:
     """Long table of Fast-iTPN's settings (the `acceleration` evaluation): model, seed, setting (`base`: none), speedup (%),
     images_per_s, top1 (%, the setting applied to the fine-tuned model), top1_drop (pp), tokens (left at the backbone's end),
-    device, state; empty when no run has been evaluated. Over several `seeds`, only the runs that are done count."""
+    dense_cos (the pre-trained pyramid's features with the setting vs without, mean cosine), device, state; empty when no run has been evaluated. Over several `seeds`, only the runs that are done count."""
     rows = []
     for r in _evaluated_runs(exp, runs_dir, scale, seeds):
         ev = r.result or {}
@@ -527,8 +527,10 @@ def acceleration_frame(runs_dir, scale: str = "tiny", exp: str = "itpn_speed", s
         for k in top1:
             rows.append(dict(model=r.variant, seed=r.seed, setting=k, speedup=0.0 if k == "base" else (ev.get("speedup") or {}).get(k, np.nan),
                              images_per_s=ips.get(k, np.nan), top1=100 * top1[k], top1_drop=100 * (top1["base"] - top1[k]),
-                             tokens=(ev.get("tokens") or {}).get(k), device=ev.get("device"), state=r.state))
-    return pd.DataFrame(rows, columns=["model", "seed", "setting", "speedup", "images_per_s", "top1", "top1_drop", "tokens", "device", "state"])
+                             tokens=(ev.get("tokens") or {}).get(k), dense_cos=1.0 if k == "base" else (ev.get("dense_cos") or {}).get(k, np.nan),
+                             device=ev.get("device"), state=r.state))
+    return pd.DataFrame(rows, columns=["model", "seed", "setting", "speedup", "images_per_s", "top1", "top1_drop", "tokens", "dense_cos",
+                                       "device", "state"])
 
 # %% ../nbs/15_report.ipynb #c026c
 CURVE_EXPERIMENTS = ("smr_ablation_4e", "smr_fig2")
