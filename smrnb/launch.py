@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_launch.ipynb #c003
 from __future__ import annotations
-import hashlib, json, os, shutil, signal, socket, subprocess, sys, threading, time, traceback
+import functools, hashlib, json, os, shutil, signal, socket, subprocess, sys, threading, time, traceback
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 import submitit
@@ -14,9 +14,9 @@ from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_j
 # %% auto #0
 __all__ = ['DISTRIBUTED_EVALUATIONS', 'FINETUNE_EVALUATIONS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS',
            'EVAL_KEYS', 'evaluate_run', 'finetune_recipe_id', 'split_eval_kw', 'harden_slurm_requeue', 'RunJob',
-           'job_alive', 'run_state', 'executor_params', 'make_executor', 'choose_cluster', 'act_memory',
-           'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_seeds', 'parse_eval_set', 'plan', 'job_lines',
-           'print_plan', 'eval_summary', 'launch', 'status']
+           'job_alive', 'run_state', 'executor_params', 'make_executor', 'choose_cluster', 'measured_act_per_image',
+           'act_memory', 'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_seeds', 'parse_eval_set', 'plan',
+           'job_lines', 'print_plan', 'eval_summary', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
 DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe", "token_dropping", "layer_reservation", "acceleration")   # run on every process of the evaluation job
@@ -357,6 +357,21 @@ def choose_cluster(scale: str, cluster: str | None, dry_run: bool = False) -> tu
     raise ValueError("--scale paper needs --cluster: pass --cluster slurm to submit the jobs to SLURM, "
                      "or --cluster local to run them on this machine on purpose")
 
+@functools.lru_cache(maxsize=16)
+def measured_act_per_image(arch: str, img_size: int, mask_ratio: float) -> float:
+    """Bytes (fp32) autograd saves for backward in one MFM pre-training step of one image (`complexity.measured_activation_bytes`
+    over the `Pretrainer`'s forward, an EMA target: the teacher runs without grad and saves nothing); cached per shape."""
+    import torch
+    from smrnb.train import TrainConfig
+    from smrnb.pretrain import Pretrainer
+    from smrnb.complexity import measured_activation_bytes
+    torch.manual_seed(0)
+    m = Pretrainer(TrainConfig(method="mfm", arch=arch, img_size=img_size, mask_ratio=mask_ratio, target="ema").resolved())
+    class _Step(torch.nn.Module):       # measured_activation_bytes runs `forward_features`
+        def __init__(self): super().__init__(); self.m = m
+        def forward_features(self, x): return self.m(x)
+    return float(measured_activation_bytes(_Step(), torch.randn(1, 3, img_size, img_size)))
+
 def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = True) -> tuple[float, str]:
     "Estimated bytes of the activations one process keeps for backward over `batch` images at `stage` (pretrain|finetune), and what is counted."
     from smrnb.train import TrainConfig
@@ -370,6 +385,9 @@ def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = T
     if stage == "finetune":
         return encoder_cost(s, None, bytes_per_elem=1).act_bytes * bpe * batch, f"encoder {c.arch} {c.img_size}px, no compression"
     if stage != "pretrain": raise ValueError(f"unknown stage {stage!r}; valid options: pretrain, finetune")
+    if c.method == "mfm":   # iTPN's pyramid, level heads and mask-token input are not in the analytic model: measured instead
+        return measured_act_per_image(c.arch, c.img_size, c.mask_ratio) * bpe / 4 * batch, (
+            f"{c.arch} {c.img_size}px MFM student (backbone, pyramid, heads), saved tensors measured on one CPU image")
     e = encoder_cost(s, c.schedule, c.compressor, c.placement, prop_attn=c.prop_attn, bytes_per_elem=1)
     elems, n_out = e.act_bytes, e.counts[-1]
     what = [f"encoder {c.arch} {c.img_size}px" + (f" schedule {c.schedule} {c.compressor}" if c.schedule else "")
