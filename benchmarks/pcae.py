@@ -16,7 +16,7 @@ from benchmarks.timing import timed
 from smrnb.decoder import Decoder
 from smrnb.pretrain import random_masking, recon_loss
 from smrnb.targets import pixel_target
-from smrnb.pcae import PCAETeacher, PCAEDecoder, masked_complement, pcae_loss
+from smrnb.methods.pcae import PCAETeacher, PCAEDecoder, masked_complement, pcae_loss
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--arch", default="vit_base"); p.add_argument("--batch", type=int, default=64)

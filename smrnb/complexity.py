@@ -206,12 +206,12 @@ HIER_ALIASES = {"HiViT-B": "hivit_base_3324", "HiViT": "hivit_base_3324", "ConVi
                 "ConViT": "convit_base", "ConvViT": "convit_base"}
 
 def hier_config(arch: str, img_size: int | None = None, **overrides) -> tuple[str, dict]:
-    """`(family, config)` of a HiViT, ConViT or iTPN preset (`smrnb.backbones`, `smrnb.itpn`; aliases in `HIER_ALIASES`): the preset
+    """`(family, config)` of a HiViT, ConViT or iTPN preset (`smrnb.backbones`, `smrnb.methods.itpn`; aliases in `HIER_ALIASES`): the preset
     and `overrides` over the constructor's defaults (an iTPN's: HiViT's and its own)."""
     import inspect
     from smrnb.backbones.hivit import HIVIT_PRESETS, HiViT
     from smrnb.backbones.convit import CONVIT_PRESETS, ConViT
-    from smrnb.itpn import ITPN_PRESETS, ITPN
+    from smrnb.methods.itpn import ITPN_PRESETS, ITPN
     from smrnb.models import unknown_name
     name = HIER_ALIASES.get(arch, arch)
     defaults = lambda *classes: {k: p.default for c in classes for k, p in inspect.signature(c.__init__).parameters.items()

@@ -14,7 +14,7 @@ from .models import (CompressedAttention, CompressedBlock, CompressionConfig, En
 from .backbones.hivit import HiViT, HIVIT_PRESETS, mask_from_keep
 from .backbones.convit import ConViT, CONVIT_PRESETS
 from .backbones.swin import SwinEncoder, SWIN_PRESETS
-from .itpn import ITPN, ITPN_PRESETS
+from .methods.itpn import ITPN, ITPN_PRESETS
 
 # %% auto #0
 __all__ = ['HIER_FAMILIES', 'ENCODER_ALIASES', 'TINY_ARCHS', 'kept_state', 'StageCompression', 'CompressedHiViT',
@@ -190,7 +190,7 @@ _NO_SMR = ("iTPN's pyramid needs one token per patch at the end of the backbone,
            "pre-train it with method='mfm' (Fast-iTPN's token migration is the model's migration_ratio)")
 
 class ITPNEncoder(ITPN):
-    """An `ITPN` (smrnb.itpn, the same weights) in the encoders' protocol for what reads a frozen encoder (linear probe, k-NN):
+    """An `ITPN` (smrnb.methods.itpn, the same weights) in the encoders' protocol for what reads a frozen encoder (linear probe, k-NN):
     `forward_features` gives the last backbone stage's tokens (U3 after the final norm, token migration / gathering as the
     model is set), pooled by their mean as HiViT's are. Pre-training (`MFM`) calls `forward` / `forward_backbone`, not this."""
     num_prefix_tokens, schedule = 0, []

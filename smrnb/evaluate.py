@@ -115,7 +115,7 @@ class FinetuneConfig:
     amp: str = "auto"                      # auto (bf16 on CUDA) | bf16 | off
     device: str = "auto"
     seed: int = 0
-    drop: dict | None = None               # PCAE's downstream token dropping (smrnb.pcae.DropConfig keys, e.g. {"max_ratio": 0.4}); rpe=False
+    drop: dict | None = None               # PCAE's downstream token dropping (smrnb.methods.pcae.DropConfig keys, e.g. {"max_ratio": 0.4}); rpe=False
 
     @property
     def peak_lr(self) -> float: return self.lr if self.lr is not None else self.blr * self.batch_size / 256
@@ -134,8 +134,8 @@ class FinetuneConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"fine-tuning {k}={v!r} is not valid: an integer >= 1")
         if c.amp not in ("auto", "bf16", "off"): raise ValueError(f"fine-tuning amp={c.amp!r}: one of auto, bf16, off")
         if c.drop is not None:
-            from smrnb.pcae import DropConfig
-            if not isinstance(c.drop, dict): raise ValueError(f"fine-tuning drop={c.drop!r}: a dict of smrnb.pcae.DropConfig keys, e.g. {{'max_ratio': 0.4}}")
+            from smrnb.methods.pcae import DropConfig
+            if not isinstance(c.drop, dict): raise ValueError(f"fine-tuning drop={c.drop!r}: a dict of smrnb.methods.pcae.DropConfig keys, e.g. {{'max_ratio': 0.4}}")
             dc = DropConfig.from_dict(c.drop)
             if c.rpe: raise ValueError("fine-tuning with token dropping (drop=...) cannot keep a relative position bias: set rpe=False")
             if c.epochs < dc.warmup_epochs + dc.ramp_epochs:
@@ -278,7 +278,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
     model = finetune_model(encoder, num_classes, ft.drop_path, ft.rpe).to(dev)
     net = model                                                            # what runs forward: the model, or PCAE's dropping wrapper
     if ft.drop is not None:
-        from smrnb.pcae import TokenDropping
+        from smrnb.methods.pcae import TokenDropping
         net = TokenDropping(model, ft.drop)
     opt = torch.optim.AdamW(param_groups_lrd(model, ft.weight_decay, ft.layer_decay, finetune_no_weight_decay(model)),
                             lr=ft.peak_lr, betas=tuple(ft.betas), fused=dev.type == "cuda")

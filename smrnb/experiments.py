@@ -316,7 +316,7 @@ _ML5 = [Variant("mae_tiny", dict(_MAE), finetune=MAELITE_FINETUNE, at_scale={"ti
 # Figure 2: MAE-Tiny fine-tuned (100 epochs) keeping its first k blocks, the rest re-initialised (MoCo v3-Tiny: not a smrnb method)
 _MLF2 = [Variant("mae_tiny", dict(_MAE), evaluate="layer_reservation", finetune=MAELITE_FINETUNE, at_scale={"tiny": {"decoder_depth": 1}},
                  note="a figure (its curves are published, not their values); MAE-lite's MAE-Tiny fine-tuned once per k in the evaluation's reserve list (k = 0: from scratch)")]
-# iTPN (seed 004): iTPN-B (HiViT 3-3-24 + a pre-trained feature pyramid, smrnb.itpn) pre-trained with MFM (Eq. 4, lam 0.3): pixels
+# iTPN (seed 004): iTPN-B (HiViT 3-3-24 + a pre-trained feature pyramid, smrnb.methods.itpn) pre-trained with MFM (Eq. 4, lam 0.3): pixels
 # + the pyramid's features against an EMA copy (momentum 0.996, 400 / 1600 epochs) or CLIP (smooth-l1, 300 / 800 epochs).
 # §5.1 (L213/L215): ImageNet-1K 224 px, 75% of the patches masked, normalised pixels, AdamW lr 1.5e-4, wd 0.05, batch 4096,
 # cosine, 40 warm-up epochs. Not stated, MAE's kept: betas (0.9, 0.95), drop path 0, "lr" read as MAE's base lr (blr, per 256).
@@ -519,7 +519,7 @@ def eval_settings(v: Variant, ev: str, scale: str) -> dict:
     if ev != "token_dropping": return {}
     out = {k: v.finetune[k] for k in ("rpe",) if k in v.finetune}
     if (drop := v.finetune.get("drop")) is not None:
-        from smrnb.pcae import DropConfig
+        from smrnb.methods.pcae import DropConfig
         dc = DropConfig.from_dict(drop)
         out["drop"] = {**drop, "warmup_epochs": dc.warmup_epochs / TINY_DIVISOR, "ramp_epochs": dc.ramp_epochs / TINY_DIVISOR}
     return out

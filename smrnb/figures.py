@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 from .analysis import attention_stats, attention_frame, model_cka, plot_cka, token_diversity
 from .compress import compress
-from .maelite import plot_attention_by_depth
-from .pcae import drop_counts
+from .methods.maelite import plot_attention_by_depth
+from .methods.pcae import drop_counts
 from .targets import _unwrap
 
 # %% auto #0

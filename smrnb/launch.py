@@ -88,7 +88,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         res.update(top1_finetune=r["val_acc"], history=r["history"], finetune=r["finetune"], world_size=r["world_size"])
     elif evaluate == "token_dropping":   # PCAE's Table 5: the same recipe without and with dropping, then inference timed both ways
         from dataclasses import replace
-        from smrnb.pcae import dropping_throughput, drop_counts
+        from smrnb.methods.pcae import dropping_throughput, drop_counts
         ft_kw, tp = split_eval_kw(evaluate, kw)
         ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
         if ft.drop is None: raise ValueError("the token_dropping evaluation needs a drop recipe: --eval-set drop='{\"max_ratio\": 0.4}'")
@@ -108,7 +108,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
                        history=dict(full=got["full"]["history"], drop=got["drop"]["history"]), finetune=ft.to_dict(),
                        world_size=got["drop"]["world_size"])
     elif evaluate == "layer_reservation":   # MAE-lite Figure 2: keep the first k pre-trained blocks, re-initialise the rest, fine-tune
-        from smrnb.maelite import reserve_layers
+        from smrnb.methods.maelite import reserve_layers
         ft_kw, own = split_eval_kw(evaluate, kw)
         ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
         tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
@@ -124,7 +124,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         res.update(reserved=acc, depth=depth, history=hist, finetune=ft.to_dict(), world_size=r["world_size"])
         if str(depth) in acc: res["top1_finetune"] = acc[str(depth)]   # every block reserved: the plain fine-tuning
     elif evaluate == "acceleration":   # Fast-iTPN Figure 5: fine-tune once, then each setting (migration, window attention, gathering)
-        from smrnb.itpn import ITPN, FIG5_SETTINGS, accelerated, acceleration_throughput, pyramid_agreement
+        from smrnb.methods.itpn import ITPN, FIG5_SETTINGS, accelerated, acceleration_throughput, pyramid_agreement
         from smrnb.train import load_checkpoint
         ft_kw, own = split_eval_kw(evaluate, kw)
         ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
@@ -451,7 +451,7 @@ def check_eval_kw(evaluate: str, kw: dict) -> dict:
         if "reserve" in own and not (isinstance(own["reserve"], list) and own["reserve"] and all(ints(k, 0) for k in own["reserve"])):
             raise ValueError(f"--eval-set reserve={own['reserve']!r}: a non-empty list of numbers of reserved blocks, e.g. reserve=[0,2,4]")
         if "settings" in own:
-            from smrnb.itpn import FIG5_SETTINGS
+            from smrnb.methods.itpn import FIG5_SETTINGS
             s = own["settings"]
             if not (isinstance(s, list) and s and all(isinstance(k, str) for k in s)) or (bad := [k for k in s if k not in FIG5_SETTINGS]):
                 raise ValueError(f"--eval-set settings={s!r}: a non-empty list of Figure 5 settings out of {', '.join(FIG5_SETTINGS)}")
@@ -553,13 +553,13 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
                          f"{ft.weight_decay:g}, betas {tuple(ft.betas)}, drop path {ft.drop_path:g}, label smoothing {ft.label_smoothing:g}, "
                          f"{ft.auto_augment}, erasing {ft.re_prob:g}, mixup {ft.mixup:g} / cutmix {ft.cutmix:g}, RPE {'on' if ft.rpe else 'off'}")
             if ft.drop is not None:
-                from smrnb.pcae import DropConfig
+                from smrnb.methods.pcae import DropConfig
                 dc = DropConfig.from_dict(ft.drop)
                 lines.append(f"      token dropping: fine-tuned twice (without, then with dropping {dc.max_ratio:g} per stage after blocks "
                              f"{'/'.join(map(str, dc.layers))} of {dc.depth}, warm-up {dc.warmup_epochs:g} + ramp {dc.ramp_epochs:g} epochs); "
                              f"inference timed both ways ({json.dumps(own)})")
             if r["evaluate"] == "acceleration":
-                from smrnb.itpn import FIG5_SETTINGS
+                from smrnb.methods.itpn import FIG5_SETTINGS
                 lines.append(f"      acceleration: fine-tuned once; top-1 and inference images/s at {', '.join(own.get('settings', FIG5_SETTINGS))} "
                              f"against no migration / no gathering (batch {own.get('throughput_batch', 64)}, {own.get('throughput_iters', 20)} steps each)")
             if "reserve" in own:

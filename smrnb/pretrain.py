@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from .models import create_encoder, CompressedViT
 from .decoder import Decoder
 from .targets import make_target, FrozenTeacher
-from .pcae import PCAETeacher, PCAEDecoder, masked_complement
-from .maelite import AttentionDistill
-from .itpn import ITPN, ITPN_PRESETS, MFM
+from .methods.pcae import PCAETeacher, PCAEDecoder, masked_complement
+from .methods.maelite import AttentionDistill
+from .methods.itpn import ITPN, ITPN_PRESETS, MFM
 
 # %% auto #0
 __all__ = ['METHOD_DEFAULTS', 'DISTILL_KEYS', 'recon_loss', 'random_masking', 'batch_masking', 'PretrainConfig', 'Pretrainer']
@@ -64,7 +64,7 @@ METHOD_DEFAULTS = {
     "pcae":   dict(schedule=None, input_mask="drop", mask_ratio=0.75, target="pcae", loss="cosine", loss_on="masked", decoder_depth=2),
     # D-MAE (MAE-lite §5): MAE plus attention distillation from a frozen teacher on the same visible patches (`distill`)
     "dmae":   dict(schedule=None, input_mask="drop", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=8),
-    # iTPN (smrnb.itpn.MFM, Eq. 4): mask tokens in the stem, pixels from the merged pyramid + 0.3 x masked feature modelling
+    # iTPN (smrnb.methods.itpn.MFM, Eq. 4): mask tokens in the stem, pixels from the merged pyramid + 0.3 x masked feature modelling
     # against an EMA copy of the ITPN (momentum 0.996) or a frozen feature teacher (clip / frozen); itpn archs only
     "mfm":    dict(schedule=None, input_mask="token", mask_ratio=0.75, target="ema", loss_on="masked", decoder_depth=1),
 }
@@ -193,7 +193,7 @@ class Pretrainer(nn.Module):
         self.decoder = MFM(enc, decoder_depth=c.decoder_depth, norm_pix=c.norm_pix, **kw)
 
     def _make_distill(self):
-        "D-MAE's frozen teacher (a smrnb teacher file, hash-checked) and the head mixers (`smrnb.maelite.AttentionDistill`)."
+        "D-MAE's frozen teacher (a smrnb teacher file, hash-checked) and the head mixers (`smrnb.methods.maelite.AttentionDistill`)."
         d = dict(self.cfg.distill)
         teacher = FrozenTeacher(d.pop("checkpoint"), d.pop("sha256", None), build_hint="python -c 'from smrnb.teacher import export_teacher; "
                                 "export_teacher(\"mae_pretrain_vit_base.pth\", <file>, \"vit_base\")' (tiny scale: python -m smrnb.teacher)").encoder

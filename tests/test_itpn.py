@@ -2,7 +2,7 @@
 import math, re, subprocess, sys
 from pathlib import Path
 import pytest, torch
-from smrnb.itpn import ITPN, MFM, create_itpn, migration_counts
+from smrnb.methods.itpn import ITPN, MFM, create_itpn, migration_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 

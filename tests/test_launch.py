@@ -184,7 +184,7 @@ def test_itpn_mfm_runs_through_the_launcher(tmp_path, toy):
 def test_itpn_speed_runs_through_the_launcher(tmp_path, toy):
     """Fast-iTPN's Figure 5 at tiny scale: fast_itpn_toy pre-trains with MFM, is fine-tuned once, and every Figure 5 setting is
     applied to the fine-tuned classifier: its top-1, its tokens and its inference speed against the plain model, in the report."""
-    from smrnb.itpn import FIG5_SETTINGS
+    from smrnb.methods.itpn import FIG5_SETTINGS
     from smrnb.report import report_table, acceleration_frame
     r = run("--exp", "itpn_speed", "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy),
             "--eval-set", "batch_size=4", "--eval-set", "num_workers=0", "--eval-set", "throughput_batch=2", "--eval-set", "throughput_iters=1")

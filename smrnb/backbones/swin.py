@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ClassifierHead, PatchEmbed, trunc_normal_
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, SwinTransformerStage
-from ..greenmim import GroupPlan, batch_mask, group_plan, group_window_attention, upsample_mask
+from ..methods.greenmim import GroupPlan, batch_mask, group_plan, group_window_attention, upsample_mask
 
 # %% auto #0
 __all__ = ['SWIN_PRESETS', 'token_mask', 'merge_visible', 'visible_block', 'SwinEncoder', 'create_swin']
