@@ -190,7 +190,13 @@ class Pretrainer(nn.Module):
             self.target = target if target is not None else self._make_target()
             kw = dict(teacher=self.target, teacher_dim=self.target.out_dim, teacher_mean=(0., 0., 0.), teacher_std=(1., 1., 1.),
                       input_mean=None, input_std=None)
-        self.decoder = MFM(enc, decoder_depth=c.decoder_depth, norm_pix=c.norm_pix, **kw)
+        self.decoder = MFM(enc, decoder_depth=c.decoder_depth, norm_pix=c.norm_pix, own_model=False, **kw)   # the ITPN is `encoder`, saved once
+        self._register_load_state_dict_pre_hook(self._drop_borrowed_keys)
+
+    @staticmethod
+    def _drop_borrowed_keys(state_dict, prefix, *args):
+        "Checkpoints written while MFM owned the ITPN hold it twice (`decoder.model.*` = `encoder.*`): the copy is dropped on load."
+        for k in [k for k in state_dict if k.startswith(prefix + "decoder.model.")]: del state_dict[k]
 
     def _make_distill(self):
         "D-MAE's frozen teacher (a smrnb teacher file, hash-checked) and the head mixers (`smrnb.methods.maelite.AttentionDistill`)."

@@ -128,3 +128,22 @@ def test_launcher_memory_estimate_plans_itpn():
     b, what = act_memory(dict(method="mfm", arch="itpn_toy", img_size=32), 8, "pretrain")   # MFM: measured, the pyramid included
     per = measured_act_per_image("itpn_toy", 32, 0.75)
     assert "measured" in what and b == per * BF16_ACT_BYTES / 4 * 8, (b, per, what)
+
+
+def test_mfm_checkpoint_holds_the_itpn_once():
+    """The Pretrainer's MFM borrows its ITPN (the `encoder`): its state dict has the backbone once, and a checkpoint written
+    when MFM owned it (`decoder.model.*` beside `encoder.*`) still loads, into the same weights."""
+    from smrnb.train import TrainConfig, load_model_state
+    from smrnb.pretrain import Pretrainer
+    cfg = TrainConfig(method="mfm", arch="itpn_toy", img_size=32, target="ema").resolved()
+    torch.manual_seed(0); a = Pretrainer(cfg)
+    torch.manual_seed(1); b = Pretrainer(cfg)
+    sd = a.state_dict()
+    assert not any(k.startswith("decoder.model.") for k in sd) and a.decoder.model is a.encoder
+    old = dict(sd, **{"decoder.model." + k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")})
+    load_model_state(b, old)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in sd.items())
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(2); la = a(x)["loss"]
+    torch.manual_seed(2); lb = b(x)["loss"]
+    assert torch.equal(la, lb)

@@ -381,10 +381,13 @@ class MFM(nn.Module):
     "iTPN pre-training loss (Eq. 4): pixel reconstruction from the merged pyramid + `lam` x masked feature modelling."
     def __init__(self, model: ITPN, teacher: Union[str, Callable] = "ema", teacher_dim: Optional[int] = None, lam: float = 0.3,
                  momentum: float = 0.996, decoder_depth: int = 1, norm_pix: bool = True, teacher_mean=CLIP_MEAN,
-                 teacher_std=CLIP_STD, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD, ema_teacher: Optional[nn.Module] = None):
+                 teacher_std=CLIP_STD, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD, ema_teacher: Optional[nn.Module] = None,
+                 own_model: bool = True):
         super().__init__()
         C, Fd, p = model.embed_dim, model.fpn_dim, model.patch_size
-        self.model, self.lam, self.momentum, self.norm_pix = model, lam, momentum, norm_pix
+        if own_model: self.model = model   # a submodule; else borrowed: its owner (e.g. the Pretrainer's `encoder`) saves and updates it
+        else: self._borrowed = [model]
+        self.lam, self.momentum, self.norm_pix = lam, momentum, norm_pix
         self.norms = (teacher_mean, teacher_std, input_mean, input_std)
         self.decoder = nn.Sequential(*[Block(C, model.blocks[0].attn.num_heads if len(model.blocks) else 1, qkv_bias=True)
                                        for _ in range(decoder_depth)], nn.LayerNorm(C), nn.Linear(C, p * p * 3))
@@ -398,6 +401,9 @@ class MFM(nn.Module):
             self.feat_head = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, teacher_dim))
         else: raise ValueError(f"teacher must be 'ema' or a callable, got {teacher!r}")
         self.kind = "ema" if teacher == "ema" else "feature"
+
+    @property
+    def model(self) -> ITPN: return self._modules["model"] if "model" in self._modules else self._borrowed[0]
 
     @property
     def teacher(self): return self._teacher[0]
