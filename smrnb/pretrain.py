@@ -147,8 +147,7 @@ class Pretrainer(nn.Module):
     def __init__(self, cfg: PretrainConfig, target: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg = cfg.resolved()
-        self.encoder = create_encoder(cfg.arch, cfg.schedule, cfg.compressor, img_size=cfg.img_size,
-                                      placement=cfg.placement, prop_attn=cfg.prop_attn, drop_path_rate=cfg.drop_path)
+        self.encoder = self.build_encoder(cfg)
         enc = self.encoder                   # any smrnb encoder (ViT, HiViT, ConViT, Swin): the geometry below is their protocol
         self.patch_size = enc.patch_size     # pixels per position the decoder fills and the target is cut into
         if cfg.method == "mfm": return self._init_mfm(target)
@@ -166,6 +165,13 @@ class Pretrainer(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.input_mask == "token" else None
         if self.mask_token is not None: nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.distill = self._make_distill() if cfg.distill else None
+
+    @staticmethod
+    def build_encoder(cfg: PretrainConfig) -> nn.Module:
+        "The student encoder of `cfg` (fresh weights), as the Pretrainer builds it; `smrnb.tiny.load_encoder` fills it from a run."
+        cfg = cfg.resolved()
+        return create_encoder(cfg.arch, cfg.schedule, cfg.compressor, img_size=cfg.img_size,
+                              placement=cfg.placement, prop_attn=cfg.prop_attn, drop_path_rate=cfg.drop_path)
 
     def _make_target(self):
         c = self.cfg

@@ -32,10 +32,16 @@ def tiny_config(method: str, run_dir, data_root, seed: int = 0, epochs: int = 8,
 
 def load_encoder(cfg: TrainConfig):
     """The pre-trained encoder of a finished (or checkpointed) run: the student (`Pretrainer.encoder`, the weights the optimiser
-    trained), never the target; for method='mfm' the ITPN (`smrnb.encoders.ITPNEncoder`), not its EMA copy or frozen teacher."""
-    m = Pretrainer(cfg)
-    load_model_state(m, load_checkpoint(RunDir(cfg.run_dir).ckpt)["model"])   # a damaged file names itself
-    return m.encoder
+    trained), never the target; for method='mfm' the ITPN (`smrnb.encoders.ITPNEncoder`), not its EMA copy or frozen teacher.
+    Only the encoder is built: no teacher file is needed to read a run that was trained against one."""
+    ckpt = RunDir(cfg.run_dir).ckpt
+    sd = load_checkpoint(ckpt)["model"]                                         # a damaged file names itself
+    enc = Pretrainer.build_encoder(cfg)
+    res = enc.load_state_dict({k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}, strict=False)
+    if res.missing_keys or res.unexpected_keys:
+        raise ValueError(f"{ckpt}: its encoder does not fit {cfg.arch!r} as the run's config builds it: missing {res.missing_keys[:5]}, "
+                         f"unexpected {res.unexpected_keys[:5]} (was config.json edited after training?)")
+    return enc
 
 # %% ../nbs/12_tiny.ipynb #c008
 def probe(encoder, data_root, img_size: int = 32, seed: int = 0) -> dict:

@@ -102,7 +102,10 @@ def test_mfm_pretrains_resumes_and_probes(target, itpn_toy_set, stand_in_teacher
     k = "blocks.0.attn.qkv.weight"
     assert torch.equal(enc.state_dict()[k], sd["encoder." + k])
     if target == "ema": assert not torch.equal(sd["target.encoder." + k], sd["encoder." + k])
-    else: assert not any(n.startswith("target.") for n in sd)                              # the frozen teacher: reloaded from its file
+    else:
+        assert not any(n.startswith("target.") for n in sd)                              # the frozen teacher: reloaded from its file
+        gone = TrainConfig.from_dict(dict(config, target_kw={"checkpoint": str(tmp_path / "moved-away.pt")}))
+        assert torch.equal(load_encoder(gone).state_dict()[k], sd["encoder." + k])      # reading the student needs no teacher file
     res = evaluate_run(config, "linear_probe", {"epochs": 5, "batch_size": 4})
     assert 0.0 <= res["linear_probe"] <= 1.0 and 0.0 <= res["knn"] <= 1.0, res
     assert json.loads((tmp_path / target / "eval.json").read_text())["linear_probe"] == res["linear_probe"]
