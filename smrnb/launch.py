@@ -358,19 +358,30 @@ def choose_cluster(scale: str, cluster: str | None, dry_run: bool = False) -> tu
                      "or --cluster local to run them on this machine on purpose")
 
 @functools.lru_cache(maxsize=16)
-def measured_act_per_image(arch: str, img_size: int, mask_ratio: float) -> float:
-    """Bytes (fp32) autograd saves for backward in one MFM pre-training step of one image (`complexity.measured_activation_bytes`
-    over the `Pretrainer`'s forward, an EMA target: the teacher runs without grad and saves nothing); cached per shape."""
+def measured_act_per_image(config_json: str, stage: str = "pretrain") -> float:
+    """Bytes (fp32) autograd saves for backward over one image (`complexity.measured_activation_bytes`): the `Pretrainer`'s
+    forward (`pretrain`) or the fine-tuning classifier's (`finetune`) of the config in `config_json`; cached per config.
+    For what the analytic model does not cover (iTPN's pyramid, Swin's windows): one CPU forward at the run's image size."""
     import torch
     from smrnb.train import TrainConfig
     from smrnb.pretrain import Pretrainer
+    from smrnb.evaluate import finetune_model
     from smrnb.complexity import measured_activation_bytes
+    c = TrainConfig.from_dict(json.loads(config_json)).resolved()
     torch.manual_seed(0)
-    m = Pretrainer(TrainConfig(method="mfm", arch=arch, img_size=img_size, mask_ratio=mask_ratio, target="ema").resolved())
+    m = Pretrainer(c) if stage == "pretrain" else finetune_model(Pretrainer.build_encoder(c), 1000, 0.0, rpe=False)
     class _Step(torch.nn.Module):       # measured_activation_bytes runs `forward_features`
         def __init__(self): super().__init__(); self.m = m
         def forward_features(self, x): return self.m(x)
-    return float(measured_activation_bytes(_Step(), torch.randn(1, 3, img_size, img_size)))
+    return float(measured_activation_bytes(_Step(), torch.randn(1, 3, c.img_size, c.img_size)))
+
+def _measured_config(c) -> str:
+    "The student's part of config `c` as JSON, its teacher swapped for one that needs no file (the teacher saves nothing for backward)."
+    from dataclasses import asdict
+    d = {k: v for k, v in asdict(c).items() if k in ("method", "arch", "img_size", "mask_ratio", "schedule", "compressor", "placement",
+                                                     "prop_attn", "input_mask", "decoder_depth", "decoder_width", "decoder_heads",
+                                                     "fill", "loss_on", "norm_pix", "drop_path")}
+    return json.dumps(dict(d, target="ema" if c.method == "mfm" else "pixel"), sort_keys=True, default=list)
 
 def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = True) -> tuple[float, str]:
     "Estimated bytes of the activations one process keeps for backward over `batch` images at `stage` (pretrain|finetune), and what is counted."
@@ -379,15 +390,15 @@ def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = T
     from smrnb.encoders import arch_family
     c = TrainConfig.from_dict(config).resolved()
     fam = arch_family(c.arch)
-    if fam == "swin": return float("nan"), f"not estimated for {c.arch} (no activation model for Swin yet)"
-    s = ViTShape.from_arch(c.arch, c.img_size) if fam == "vit" else hier_shape(c.arch, c.img_size)   # HiViT/ConViT: the attention stage
     bpe = BF16_ACT_BYTES if bf16 else 4
+    if stage not in ("pretrain", "finetune"): raise ValueError(f"unknown stage {stage!r}; valid options: pretrain, finetune")
+    if fam == "swin" or (stage == "pretrain" and c.method == "mfm"):   # not in the analytic model (windows; iTPN's pyramid): measured
+        per = measured_act_per_image(_measured_config(c), stage)
+        part = "fine-tuning classifier" if stage == "finetune" else f"{c.method} student" + (" (backbone, pyramid, heads)" if c.method == "mfm" else "")
+        return per * bpe / 4 * batch, f"{c.arch} {c.img_size}px {part}, saved tensors measured on one CPU image"
+    s = ViTShape.from_arch(c.arch, c.img_size) if fam == "vit" else hier_shape(c.arch, c.img_size)   # HiViT/ConViT: the attention stage
     if stage == "finetune":
         return encoder_cost(s, None, bytes_per_elem=1).act_bytes * bpe * batch, f"encoder {c.arch} {c.img_size}px, no compression"
-    if stage != "pretrain": raise ValueError(f"unknown stage {stage!r}; valid options: pretrain, finetune")
-    if c.method == "mfm":   # iTPN's pyramid, level heads and mask-token input are not in the analytic model: measured instead
-        return measured_act_per_image(c.arch, c.img_size, c.mask_ratio) * bpe / 4 * batch, (
-            f"{c.arch} {c.img_size}px MFM student (backbone, pyramid, heads), saved tensors measured on one CPU image")
     e = encoder_cost(s, c.schedule, c.compressor, c.placement, prop_attn=c.prop_attn, bytes_per_elem=1)
     elems, n_out = e.act_bytes, e.counts[-1]
     what = [f"encoder {c.arch} {c.img_size}px" + (f" schedule {c.schedule} {c.compressor}" if c.schedule else "")

@@ -127,10 +127,15 @@ def test_launcher_memory_estimate_plans_itpn():
     for stage in ("pretrain", "finetune"):
         b, what = act_memory(dict(method="mfm", arch="itpn_base", img_size=224), 64, stage)
         assert math.isfinite(b) and b > 0 and "itpn_base" in what, (stage, b, what)
-    from smrnb.launch import measured_act_per_image, BF16_ACT_BYTES
-    b, what = act_memory(dict(method="mfm", arch="itpn_toy", img_size=32), 8, "pretrain")   # MFM: measured, the pyramid included
-    per = measured_act_per_image("itpn_toy", 32, 0.75)
+    from smrnb.launch import measured_act_per_image, _measured_config, BF16_ACT_BYTES
+    from smrnb.train import TrainConfig
+    cfg = dict(method="mfm", arch="itpn_toy", img_size=32)
+    b, what = act_memory(cfg, 8, "pretrain")                          # MFM: measured, the pyramid included
+    per = measured_act_per_image(_measured_config(TrainConfig.from_dict(cfg).resolved()), "pretrain")
     assert "measured" in what and b == per * BF16_ACT_BYTES / 4 * 8, (b, per, what)
+    for stage in ("pretrain", "finetune"):                            # Swin (GreenMIM): measured as well, both stages
+        b, what = act_memory(dict(method="greenmim", arch="swin_toy", img_size=32), 8, stage)
+        assert math.isfinite(b) and b > 0 and "measured" in what and "swin_toy" in what, (stage, b, what)
 
 
 def test_mfm_checkpoint_holds_the_itpn_once():
