@@ -63,6 +63,16 @@ def split_eval_kw(evaluate: str, kw: dict) -> tuple:
     own = FINETUNE_EVALUATIONS[evaluate]
     return {k: v for k, v in kw.items() if k not in own}, {k: v for k, v in kw.items() if k in own}
 
+def _finetune_data(cfg, evaluate: str, kw: dict, val_tf) -> tuple:
+    "`(recipe, the evaluation's own settings, train set, val set, classes)` of a fine-tuning evaluation (`FINETUNE_EVALUATIONS`)."
+    from smrnb.evaluate import FinetuneConfig
+    from smrnb.data import finetune_transform
+    ft_kw, own = split_eval_kw(evaluate, kw)
+    ft = FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
+    tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
+                                               color_jitter=ft.color_jitter), val_tf)
+    return ft, own, tr, va, int(max(tr.targets)) + 1
+
 def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
     import torch
     from smrnb.tiny import load_encoder
@@ -80,21 +90,15 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         if rank == 0:
             res.update(linear_probe=E.linear_probe(*a, *b, epochs=epochs, seed=cfg.seed), knn=E.knn_accuracy(*a, *b))
     elif evaluate == "finetune":
-        ft = E.FinetuneConfig.from_dict(dict(kw, seed=kw.get("seed", cfg.seed)))
-        tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
-                                                   color_jitter=ft.color_jitter), val_tf)
-        n_cls = int(max(tr.targets)) + 1
+        ft, _, tr, va, n_cls = _finetune_data(cfg, evaluate, kw, val_tf)
         r = E.finetune(load_encoder(cfg), tr, va, n_cls, ft, out_dir=run.path / "finetune" / finetune_recipe_id(ft))   # another recipe: another checkpoint
         res.update(top1_finetune=r["val_acc"], history=r["history"], finetune=r["finetune"], world_size=r["world_size"])
     elif evaluate == "token_dropping":   # PCAE's Table 5: the same recipe without and with dropping, then inference timed both ways
         from dataclasses import replace
         from smrnb.methods.pcae import dropping_throughput, drop_counts
-        ft_kw, tp = split_eval_kw(evaluate, kw)
-        ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
+        ft, tp, tr, va, n_cls = _finetune_data(cfg, evaluate, kw, val_tf)
         if ft.drop is None: raise ValueError("the token_dropping evaluation needs a drop recipe: --eval-set drop='{\"max_ratio\": 0.4}'")
-        tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
-                                                   color_jitter=ft.color_jitter), val_tf)
-        n_cls, got, enc = int(max(tr.targets)) + 1, {}, load_encoder(cfg)   # finetune_model copies the encoder's weights
+        got, enc = {}, load_encoder(cfg)   # finetune_model copies the encoder's weights
         for name, f in (("full", replace(ft, drop=None)), ("drop", ft)):   # each recipe its own checkpoint (finetune/<recipe id>)
             got[name] = E.finetune(enc, tr, va, n_cls, f, out_dir=run.path / "finetune" / finetune_recipe_id(f))
         if rank == 0:
@@ -109,12 +113,9 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
                        world_size=got["drop"]["world_size"])
     elif evaluate == "layer_reservation":   # MAE-lite Figure 2: keep the first k pre-trained blocks, re-initialise the rest, fine-tune
         from smrnb.methods.maelite import reserve_layers
-        ft_kw, own = split_eval_kw(evaluate, kw)
-        ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
-        tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
-                                                   color_jitter=ft.color_jitter), val_tf)
+        ft, own, tr, va, n_cls = _finetune_data(cfg, evaluate, kw, val_tf)
         enc = load_encoder(cfg)                       # reserve_layers copies it
-        n_cls, depth, acc, hist = int(max(tr.targets)) + 1, len(enc.blocks), {}, {}
+        depth, acc, hist = len(enc.blocks), {}, {}
         ks = sorted(set(own.get("reserve", [depth])))
         if bad := [k for k in ks if not 0 <= k <= depth]: raise ValueError(f"reserve {bad}: the encoder has {depth} blocks (0..{depth})")
         for k in ks:                                  # each k its own checkpoint: a preempted job resumes the k it was on
@@ -126,14 +127,11 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
     elif evaluate == "acceleration":   # Fast-iTPN Figure 5: fine-tune once, then each setting (migration, window attention, gathering)
         from smrnb.methods.itpn import ITPN, FIG5_SETTINGS, accelerated, acceleration_throughput, pyramid_agreement
         from smrnb.train import load_checkpoint
-        ft_kw, own = split_eval_kw(evaluate, kw)
-        ft = E.FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
+        ft, own, tr, va, n_cls = _finetune_data(cfg, evaluate, kw, val_tf)
         enc = load_encoder(cfg)
         if not isinstance(enc, ITPN): raise ValueError(f"the acceleration evaluation needs an iTPN run (arch itpn_* or fast_itpn_*), got arch {cfg.arch!r}")
         settings = {k: FIG5_SETTINGS[k] for k in own.get("settings", list(FIG5_SETTINGS))}
-        tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
-                                                   color_jitter=ft.color_jitter), val_tf)
-        n_cls, out = int(max(tr.targets)) + 1, run.path / "finetune" / finetune_recipe_id(ft)
+        out = run.path / "finetune" / finetune_recipe_id(ft)
         r = E.finetune(enc, tr, va, n_cls, ft, out_dir=out)
         if rank == 0:                  # the fine-tuned classifier, each setting applied to it as it is (not fine-tuned with it)
             model = E.finetune_model(enc, n_cls, ft.drop_path, ft.rpe).to(where)
