@@ -168,10 +168,13 @@ class GreenMIMSwin(SwinEncoder):
         return torch.zeros(g * g, dtype=torch.bool).index_fill_(0, k[0], True).view(g, g)
 
     def forward_features(self, x, generator=None, keep=None, mask=None, mask_token=None) -> EncoderOutput:
-        "Last-stage tokens as an `EncoderOutput`: all of them (dense), or the visible ones of the batch mask `keep` (GreenMIM)."
+        """Last-stage tokens as an `EncoderOutput`: all of them (dense), the visible ones of the batch mask `keep` (GreenMIM), or all
+        of them with the patches of `mask (B,P)` (True = masked, per image) entering as the first stage's mask token (SimMIM)."""
         if mask is not None:
-            raise ValueError("GreenMIM's Swin drops the masked patches: give keep (input_mask='batch'), not mask tokens")
-        if keep is None: y = SwinEncoder.forward_features(self, x).flatten(1, 2)
+            if keep is not None: raise ValueError("give keep (GreenMIM: visible patches only) or mask (SimMIM: mask tokens), not both")
+            g = self.grids[-1]
+            y = SwinEncoder.forward_features(self, x, ~mask.bool().view(-1, g, g)).flatten(1, 2)
+        elif keep is None: y = SwinEncoder.forward_features(self, x).flatten(1, 2)
         else: keep = keep.sort(-1).values; y = self.forward_visible(x, self.batch_visible(keep))   # row-major = ascending patch index
         s = kept_state(y, keep, self.num_patches)
         return EncoderOutput(s.x, s.size, s.owner, [s.n])

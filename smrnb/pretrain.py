@@ -26,7 +26,8 @@ def recon_loss(pred, target, kind: str = "mse", beta: float = 2.0, mask=None) ->
     if kind == "mse": per = (pred.float() - target.float()).pow(2).mean(-1)
     elif kind == "smooth_l1": per = F.smooth_l1_loss(pred.float(), target.float(), beta=beta, reduction="none").mean(-1)
     elif kind == "cosine": per = 1 - F.cosine_similarity(pred.float(), target.float(), dim=-1, eps=1e-6)   # PCAE's M
-    else: raise ValueError(f"unknown loss {kind!r}; valid options: mse, smooth_l1, cosine")
+    elif kind == "l1": per = (pred.float() - target.float()).abs().mean(-1)                                # SimMIM's
+    else: raise ValueError(f"unknown loss {kind!r}; valid options: mse, smooth_l1, cosine, l1")
     if mask is None: return per.mean()
     m = mask.float()
     return (per * m).sum() / m.sum().clamp_min(1)
@@ -67,6 +68,9 @@ METHOD_DEFAULTS = {
     # iTPN (smrnb.methods.itpn.MFM, Eq. 4): mask tokens in the stem, pixels from the merged pyramid + 0.3 x masked feature modelling
     # against an EMA copy of the ITPN (momentum 0.996) or a frozen feature teacher (clip / frozen); itpn archs only
     "mfm":    dict(schedule=None, input_mask="token", mask_ratio=0.75, target="ema", loss_on="masked", decoder_depth=1),
+    # SimMIM: every patch through the encoder, 60% as mask tokens (Swin: at its first stage, each image its own mask), a linear
+    # head per patch position, l1 on the masked pixels (SimMIM's target is the input image: norm_pix=False for its recipe)
+    "simmim": dict(schedule=None, input_mask="token", mask_ratio=0.6, target="pixel", loss="l1", loss_on="masked", decoder_depth=0),
 }
 DISTILL_KEYS = ("checkpoint", "sha256", "layers", "alpha", "hidden", "hidden_weight")
 
@@ -105,7 +109,7 @@ class PretrainConfig:
             elif d[k] is None: d[k] = v
         if d["loss"] is None: d["loss"] = "mse" if d["target"] == "pixel" else "smooth_l1"
         for k, ok in (("input_mask", ("none", "drop", "token", "batch")), ("loss_on", ("all", "masked")),
-                      ("target", ("clip", "pixel", "ema", "frozen", "pcae")), ("loss", ("mse", "smooth_l1", "cosine"))):
+                      ("target", ("clip", "pixel", "ema", "frozen", "pcae")), ("loss", ("mse", "smooth_l1", "cosine", "l1"))):
             if d[k] not in ok: raise ValueError(f"unknown {k} {d[k]!r}; valid options: {', '.join(ok)}")
         if d["input_mask"] != "none" and not 0 < d["mask_ratio"] < 1: raise ValueError(f"input_mask={d['input_mask']} needs 0 < mask_ratio < 1")
         if d["loss_on"] == "masked" and d["input_mask"] == "none": raise ValueError("loss_on='masked' needs input masking (input_mask drop, token or batch)")
@@ -162,7 +166,8 @@ class Pretrainer(nn.Module):
         else:
             self.decoder = Decoder(enc.grid_size, D, self.target_dim, width=cfg.decoder_width or D, depth=cfg.decoder_depth,
                                    num_heads=cfg.decoder_heads or enc.num_heads, fill=cfg.fill, class_token=cls_tok)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.input_mask == "token" else None
+        own = getattr(enc, "mask_token", None) is not None and enc.mask_token.dim() == 4   # Swin masks at its first stage, with its own
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.input_mask == "token" and not own else None
         if self.mask_token is not None: nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.distill = self._make_distill() if cfg.distill else None
 

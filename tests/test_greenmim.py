@@ -147,3 +147,32 @@ def test_gradcheck():
     table = torch.randn(13 ** 2, 2, dtype=torch.float64, requires_grad=True)
     q, k, v = (torch.randn(1, 2, len(coords), 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
     assert torch.autograd.gradcheck(lambda q, k, v, t: group_window_attention(q, k, v, plan, t), (q, k, v, table))
+
+
+def test_simmim_masks_each_image_at_swins_first_stage():
+    """SimMIM on Swin (GreenMIM's baseline): every patch is encoded, each image's masked 32-px (toy: 8-px) patches enter as the
+    encoder's own first-stage mask token, and the loss is l1 over the masked patches' raw pixels, recomputed here by hand."""
+    from smrnb.train import TrainConfig
+    from smrnb.pretrain import Pretrainer
+    from smrnb.backbones.swin import SwinEncoder
+    cfg = TrainConfig(method="simmim", arch="swin_toy", img_size=32, norm_pix=False).resolved()
+    assert (cfg.loss, cfg.input_mask, cfg.mask_ratio, cfg.decoder_depth) == ("l1", "token", 0.6, 0)
+    torch.manual_seed(0)
+    m = Pretrainer(cfg).eval()
+    assert m.mask_token is None and m.encoder.mask_token is not None          # one mask token: Swin's, at its first stage
+    x = torch.randn(3, 3, 32, 32)
+    out = m(x, torch.Generator().manual_seed(0))
+    mask = out["mask"].bool()                                                  # (B, 16): True = masked, each image its own
+    assert mask.shape == (3, 16) and not torch.equal(mask[0], mask[1])
+    g, p = m.encoder.grids[-1], m.patch_size                                   # 4 x 4 last-stage positions of 8 x 8 px
+    with torch.no_grad():
+        tok = m.encoder.forward_features(x, mask=mask).x                        # (B, 16, C)
+        for b in range(3):                                                     # each image as if it were alone with its mask
+            one = SwinEncoder.forward_features(m.encoder, x[b:b + 1], ~mask[b].view(g, g)).flatten(1, 2)
+            torch.testing.assert_close(tok[b:b + 1], one)
+    raw = x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(3, g * g, -1)   # the input's pixels per position
+    assert torch.equal(out["target"].sort(-1).values, raw.sort(-1).values)   # the target is the input (norm_pix off), whatever the layout
+    per = (out["pred"].float() - out["target"].float()).abs().mean(-1)
+    torch.testing.assert_close(out["loss"], (per * mask).sum() / mask.sum())
+    out["loss"].backward()
+    assert m.encoder.mask_token.grad.abs().sum() > 0

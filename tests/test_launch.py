@@ -73,7 +73,8 @@ def test_hierarchical_rows_and_greenmim_run_through_the_launcher(tmp_path, toy):
         r = run("--exp", exp, "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy))
         assert r.returncode == 0, r.stdout + r.stderr
     want = {"hivit_smr300": ("hivit_toy", "smr"), "hivit_mae": ("hivit_toy", "mae"), "hivit_fdclip300": ("hivit_toy", "sd"),
-            "convit_smr300": ("convit_toy", "smr"), "convmae": ("convit_toy", "mae"), "greenmim800": ("swin_toy", "greenmim")}
+            "convit_smr300": ("convit_toy", "smr"), "convmae": ("convit_toy", "mae"), "greenmim800": ("swin_toy", "greenmim"),
+            "simmim800": ("swin_toy", "simmim")}
     for variant, (arch, method) in want.items():
         (d,) = tmp_path.glob(f"tiny/*/{variant}-*")
         c = json.loads((d / "config.json").read_text())["config"]

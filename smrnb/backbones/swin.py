@@ -75,11 +75,15 @@ class SwinEncoder(nn.Module):
         if self.mask_token is not None: trunc_normal_(self.mask_token, std=.02)
 
     def forward_features(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        "All tokens, `(B, H, W, C)`; with a batch `mask (g, g)`, masked patches become the mask token (SimMIM)."
+        "All tokens, `(B, H, W, C)`; with a `mask` (True = visible), one `(g, g)` for the batch or `(B, g, g)` per image (SimMIM's), masked patches become the mask token."
         x = self.patch_embed(x)
         if mask is not None:
             if self.mask_token is None: raise ValueError("this encoder was built with mask_token=False")
-            vis = token_mask(mask, self.grids[0]).to(x.device)[None, :, :, None]
+            if mask.dim() == 3:                # one mask per image: each image's own (g, g) grid, upsampled to the first stage
+                if mask.shape[0] != x.shape[0] or mask.shape[1] != mask.shape[2]:
+                    raise ValueError(f"a per-image mask must be (B, g, g) with B = {x.shape[0]}, got {tuple(mask.shape)}")
+                vis = torch.stack([token_mask(m, self.grids[0]) for m in mask.unbind(0)]).to(x.device)[..., None]
+            else: vis = token_mask(mask, self.grids[0]).to(x.device)[None, :, :, None]
             x = torch.where(vis, x, self.mask_token.to(x.dtype))
         return self.norm(self.layers(x))
 
@@ -123,6 +127,7 @@ SWIN_PRESETS = {
     "swin_tiny":  dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),     # Swin-T, 28.3M with head
     "swin_small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),    # Swin-S, 49.6M
     "swin_base":  dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),   # Swin-B, 87.8M (GreenMIM's main encoder)
+    "swin_base_192": dict(img_size=192, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=6),   # SimMIM's pre-training
     "swin_test":  dict(img_size=64, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4),
     # the tiny paper's Swin: 32 px, stage grids 16/8/4 (windows of 4), last-stage tokens of 8x8 px (Swin-B's are 32x32)
     "swin_toy":   dict(img_size=32, patch_size=2, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4),
