@@ -108,12 +108,20 @@ def _resolved(cfg: dict):
     from smrnb.train import TrainConfig
     return TrainConfig.from_dict(cfg).resolved()
 
+def _vit_only(arch: str) -> None:
+    "A clear error for a non-ViT arch: the planner's parameter and activation model is a ViT's (Appendix F scales ViTs)."
+    from smrnb.encoders import arch_family
+    if (fam := arch_family(arch)) != "vit":
+        raise ValueError(f"the scale planner models ViT pre-training (Appendix F: ViT-L / H / 10B); {arch!r} is of the {fam} family: its per-GPU "
+                         "activations are in the launcher's dry run (python slurm/launch.py --exp ... --scale paper --dry-run)")
+
 def plan_config(method: str = "smr", arch: str = "vit_large", img_size: int | None = None, teacher: str | None = None, **overrides) -> dict:
     """The pre-training config a plan is made for: `method` at `arch` as the experiments run it: SMR's 25x4 scaled to the
     patch count (`experiments.scale_schedule`), a CLIP teacher for the methods that distil one: CLIP-B (ViT-B-16) up to
     width 768, CLIP-L (ViT-L-14, the paper's ViT-L teacher) above; `teacher` names another open_clip model."""
     from smrnb.experiments import CLIP_B, CLIP_L, scale_schedule
     from smrnb.pretrain import METHOD_DEFAULTS
+    _vit_only(arch)
     a = resolve_arch(arch)
     img = img_size or a.get("img_size", 224)
     cfg = dict(method=method, arch=arch, img_size=img)
@@ -138,6 +146,7 @@ def _clip_shape(model_name: str) -> dict:
 def param_counts(cfg: dict) -> dict:
     "Parameters of a `Pretrainer` built from `cfg`, analytically: the trained ones (`student`) by part, the largest block, the root group, the teacher."
     c = _resolved(cfg)
+    _vit_only(c.arch)
     s = ViTShape.from_arch(c.arch, c.img_size)
     D, C, p = s.embed_dim, s.in_chans, s.patch_size
     block = _block_params(D, s.mlp_ratio)
