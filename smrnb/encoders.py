@@ -131,6 +131,7 @@ class CompressedConViT(StageCompression, ConViT):
 class GreenMIMSwin(SwinEncoder):
     "Swin in the encoders' protocol: positions are the last stage's tokens; `keep` (one mask per batch) runs GreenMIM's visible-only forward."
     num_prefix_tokens = 0
+    masks_itself = True   # `mask` enters as its own first-stage mask token: a Pretrainer adds none (SimMIM)
     def __init__(self, schedule=None, compressor: str = "tm", placement: str = "mlp", prop_attn: bool = True,
                  split: str = "alternate", **kwargs):
         super().__init__(**kwargs)

@@ -173,7 +173,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
             res.update(gmacs=pc["gmacs"], encoder_gmacs=pc["encoder_gmacs"], decoder_gmacs=pc["decoder_gmacs"],
                        gmacs_convention="student forward: encoder + decoder/head, teacher excluded (the paper's Table 8)",
                        act_mib_per_image=cost.act_bytes / 2**20)
-        else: res["gmacs_note"] = f"pre-training GMACs (Table 8's count) are modelled for ViT encoders; {c.arch} is a {fam}"
+        else: res["gmacs_note"] = f"pre-training GMACs (Table 8's count) are modelled for ViT encoders; {c.arch} is of the {fam} family"
     elif evaluate != "none":
         raise ValueError(f"unknown evaluation {evaluate!r}; valid options: finetune, linear_probe, compactness, complexity, token_dropping, layer_reservation, acceleration, none")
     return res

@@ -166,7 +166,7 @@ class Pretrainer(nn.Module):
         else:
             self.decoder = Decoder(enc.grid_size, D, self.target_dim, width=cfg.decoder_width or D, depth=cfg.decoder_depth,
                                    num_heads=cfg.decoder_heads or enc.num_heads, fill=cfg.fill, class_token=cls_tok)
-        own = getattr(enc, "mask_token", None) is not None and enc.mask_token.dim() == 4   # Swin masks at its first stage, with its own
+        own = getattr(enc, "masks_itself", False)   # Swin puts its own mask token in at its first stage
         self.mask_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.input_mask == "token" and not own else None
         if self.mask_token is not None: nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.distill = self._make_distill() if cfg.distill else None

@@ -13,7 +13,7 @@ from .data import make_toy_dataset, ManifestDataset, finetune_transform, make_lo
 from .evaluate import extract_features, linear_probe, knn_accuracy
 from .models import create_encoder
 from .pretrain import Pretrainer
-from .train import TrainConfig, train, load_model_state, load_checkpoint, RunDir
+from .train import TrainConfig, train, load_checkpoint, RunDir
 
 # %% auto #0
 __all__ = ['tiny_config', 'load_encoder', 'probe', 'tiny_paper', 'main']
