@@ -263,7 +263,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
     """Fine-tune `encoder` as `ft` says (see above), resuming from `out_dir/last.pt`; returns `val_acc`, `history`, `steps`.
     `crash_at_step`, `pause_at_step` (or `$SMRNB_PAUSE_AT_STEP`): testing hooks, as `smrnb.train.train`'s."""
     from smrnb.train import (setup_distributed, EpochBatches, SeededDataset, lr_at, atomic_save, load_checkpoint,
-                             _rng_state, _set_rng_state, SimulatedCrash, _pause)
+                             _rng_state, _set_rng_state, SimulatedCrash, _pause, uses_bf16)
     if pause_at_step is None and os.environ.get("SMRNB_PAUSE_AT_STEP"): pause_at_step = int(os.environ["SMRNB_PAUSE_AT_STEP"])
     from smrnb.data import mixup_fn
     from timm.loss import SoftTargetCrossEntropy
@@ -297,7 +297,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
     else:
         torch.manual_seed(ft.seed + rank); np.random.seed(ft.seed + rank); random.seed(ft.seed + rank)
     ddp = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    use_bf16 = ft.amp == "bf16" or (ft.amp == "auto" and dev.type == "cuda")
+    use_bf16 = uses_bf16(ft.amp, dev.type == "cuda")
     crit = SoftTargetCrossEntropy() if mix is not None else nn.CrossEntropyLoss(label_smoothing=ft.label_smoothing)
 
     def save():

@@ -9,7 +9,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 import submitit
 from .experiments import get_experiment, run_configs, check_amendments
-from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_json
+from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_json, uses_bf16
 
 # %% auto #0
 __all__ = ['DISTRIBUTED_EVALUATIONS', 'FINETUNE_EVALUATIONS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS',
@@ -104,7 +104,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         if rank == 0:
             model = E.finetune_model(enc, n_cls, rpe=ft.rpe).to(where)     # speed does not depend on the weights
             t = dropping_throughput(model, got["drop"]["drop_ratio"], got["drop"]["drop_layers"], batch=tp.get("throughput_batch", 64),
-                                    iters=tp.get("throughput_iters", 20), device=where, bf16=ft.amp == "bf16" or (ft.amp == "auto" and where.type == "cuda"))
+                                    iters=tp.get("throughput_iters", 20), device=where, bf16=uses_bf16(ft.amp, where.type == "cuda"))
             n = model.patch_embed.num_patches
             res.update(top1_finetune=got["full"]["val_acc"], top1_dropping=got["drop"]["val_acc"],
                        top1_drop=100 * (got["full"]["val_acc"] - got["drop"]["val_acc"]), throughput_gain=t["throughput_gain"],
@@ -136,7 +136,7 @@ def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
         if rank == 0:                  # the fine-tuned classifier, each setting applied to it as it is (not fine-tuned with it)
             model = E.finetune_model(enc, n_cls, ft.drop_path, ft.rpe).to(where)
             model.load_state_dict(load_checkpoint(out / "last.pt")["model"])
-            bf16 = ft.amp == "bf16" or (ft.amp == "auto" and where.type == "cuda")
+            bf16 = uses_bf16(ft.amp, where.type == "cuda")
             top1 = {"base": r["val_acc"]}
             for k, s in settings.items():
                 with accelerated(model, s): top1[k] = E._dist_accuracy(model, va, ft.batch_size, where, 0, 1, bf16, ft.num_workers)
@@ -543,7 +543,7 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
                   f"      batch: {cfg.batch_size} total = {per} per {unit} x {_n(world, unit)}; peak lr {cfg.peak_lr:.4g} ({how}); {cfg.epochs} epochs"]
         if bad: warnings.append(f"WARNING: {r['run_id']} pre-training: batch_size {cfg.batch_size} is not divisible by the {world} processes: "
                                 "the trainer refuses it")
-        bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and params["gpus_per_node"] > 0)
+        bf16 = uses_bf16(cfg.amp, params["gpus_per_node"] > 0)
         lines.append(_mem_line(r, "pretrain", per, params, bf16, gpu_mem_gb, warnings, "lower batch_size or use more GPUs (nodes)"))
     if r["evaluate"] != "none":
         after = "afterok on the pre-training job" if cluster == "slurm" else "after its pre-training, the launcher waits"
@@ -576,7 +576,7 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
                              f"(the rest re-initialised) for k in {sorted(set(own['reserve']))}")
             if bad: warnings.append(f"WARNING: {r['run_id']} finetune: batch_size {bs} is not divisible by {world} processes x accum_iter {acc}")
             amp = kw.get("amp", "auto")
-            lines.append(_mem_line(r, "finetune", micro, params, amp == "bf16" or (amp == "auto" and params["gpus_per_node"] > 0),
+            lines.append(_mem_line(r, "finetune", micro, params, uses_bf16(amp, params["gpus_per_node"] > 0),
                                    gpu_mem_gb, warnings, "raise accum_iter (eval_kw) or use more GPUs (nodes)"))
         else:
             lines.append(f"      {r['evaluate']}: {json.dumps(kw)}; not a training job, no activation estimate")

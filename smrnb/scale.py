@@ -25,7 +25,8 @@ def check_fsdp(cfg, world: int, dev) -> None:
         raise ValueError("fsdp=True shards parameters, gradients and optimizer states over the processes of a distributed run, but "
                          "this run has 1 process: there is nothing to shard over. Set fsdp=false (the same result; a run may resume "
                          "with or without FSDP), or start several processes (torchrun --nproc-per-node N; launcher: gpus_per_node, nodes)")
-    bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and dev.type == "cuda")
+    from smrnb.train import uses_bf16
+    bf16 = uses_bf16(cfg.amp, dev.type == "cuda")
     if bf16 and dev.type != "cuda":
         raise ValueError(f"fsdp=True with bf16 (amp={cfg.amp!r}) on {dev.type}: FSDP's bf16 blocks rely on CUDA autocast running "
                          f"layer_norm in fp32, which {dev.type} autocast does not; use amp='off' on {dev.type}, or train on GPUs")

@@ -16,9 +16,9 @@ from .pretrain import PretrainConfig, Pretrainer
 
 # %% auto #0
 __all__ = ['RESUMABLE_KEYS', 'AMENDABLE_KEYS', 'LOGGED_PARTS', 'TrainConfig', 'lr_at', 'EpochBatches', 'RunBatches',
-           'SeededDataset', 'setup_distributed', 'atomic_save', 'atomic_write_text', 'read_json', 'load_checkpoint',
-           'model_state', 'load_model_state', 'RunLocked', 'describe_holder', 'RunDir', 'build_dataset',
-           'build_optimizer', 'SimulatedCrash', 'run_environment', 'train']
+           'SeededDataset', 'setup_distributed', 'uses_bf16', 'atomic_save', 'atomic_write_text', 'read_json',
+           'load_checkpoint', 'model_state', 'load_model_state', 'RunLocked', 'describe_holder', 'RunDir',
+           'build_dataset', 'build_optimizer', 'SimulatedCrash', 'run_environment', 'train']
 
 # %% ../nbs/10_train.ipynb #c006
 @dataclass
@@ -170,6 +170,11 @@ def setup_distributed(device: str = "auto"):
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
     return rank, world, dev
+
+# %% ../nbs/10_train.ipynb #c015b
+def uses_bf16(amp: str, on_gpu: bool) -> bool:
+    "Whether a run with this `amp` setting computes in bf16 autocast: `'bf16'` always, `'auto'` on a GPU only, `'off'` never."
+    return amp == "bf16" or (amp == "auto" and on_gpu)
 
 # %% ../nbs/10_train.ipynb #c017
 def _write_atomic(path, write, keep_prev=None) -> None:
@@ -466,7 +471,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
     total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     model = Pretrainer(cfg)
     if cfg.grad_checkpointing: model.encoder.set_grad_checkpointing(True)
-    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and dev.type == "cuda")
+    use_bf16 = uses_bf16(cfg.amp, dev.type == "cuda")
     if cfg.fsdp: from smrnb import scale; scale.shard_model(model, use_bf16, dev)   # onto the device block by block; before the optimizer
     else: model = model.to(dev)
     opt = build_optimizer(model, cfg)

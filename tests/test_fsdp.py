@@ -116,14 +116,25 @@ def _worker_a(rank, world, port, root):
         torch.save(dict(local=local, total=sum(p.numel() for p in model.parameters())), f"{root}/shard{rank}.pt")
         return out
     scale.shard_model = recording
-    data = f"{root}/toy"
-    train(dict(BASE, data_root=data, run_dir=f"{root}/fsdp", fsdp=True, grad_checkpointing=True), progress=False)
-    train(dict(BASE, data_root=data, run_dir=f"{root}/ddp"), progress=False)
+    train(dict(BASE, data_root=f"{root}/toy", run_dir=f"{root}/fsdp", fsdp=True, grad_checkpointing=True), progress=False)
+    dist.destroy_process_group()
+
+
+def _worker_ddp(rank, world, port, root):
+    _env(rank, world, port)
+    import torch.distributed as dist
+    from smrnb.train import train
+    train(dict(BASE, data_root=f"{root}/toy", run_dir=f"{root}/ddp"), progress=False)
     dist.destroy_process_group()
 
 
 def test_fsdp_matches_unsharded_and_ddp(toy, reference):
+    # The FSDP and the DDP run each get fresh processes, as the launcher gives each run. With both in one pair of processes,
+    # rank 1 aborted in the DDP run's first step ("terminate called without an active exception", SIGABRT) twice: once in
+    # CI, once in ~250 runs of this test here. The cause is inside torch (gloo / c10d), not pinned down; one suspect is
+    # the FSDP run's ~40k objects in reference cycles, freed by Python's cycle collector at whatever moment it runs.
     mp.start_processes(_worker_a, args=(2, _free_port(), str(toy)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker_ddp, args=(2, _free_port(), str(toy)), nprocs=2, start_method="spawn")
     shards = [torch.load(toy / f"shard{r}.pt") for r in range(2)]
     total = shards[0]["total"]
     assert all(s["total"] == total and s["local"] < 0.6 * total for s in shards)       # each process holds about half
