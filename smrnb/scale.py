@@ -13,11 +13,17 @@ from .complexity import ViTShape, block_table
 from .models import resolve_arch
 
 # %% auto #0
-__all__ = ['GPU_80GB_GIB', 'RESERVE_GIB', 'check_fsdp', 'shard_model', 'full_state', 'load_full_state', 'plan_config',
-           'param_counts', 'activation_bytes', 'measured_saved_bytes', 'MemoryPlan', 'memory_plan', 'largest_batch',
-           'checkpoint_bytes', 'plan_10b']
+__all__ = ['FSDP_UNSUPPORTED', 'GPU_80GB_GIB', 'RESERVE_GIB', 'check_fsdp', 'shard_model', 'full_state', 'load_full_state',
+           'plan_config', 'param_counts', 'activation_bytes', 'measured_saved_bytes', 'MemoryPlan', 'memory_plan',
+           'largest_batch', 'checkpoint_bytes', 'plan_10b']
 
 # %% ../nbs/16_scale.ipynb #c006
+FSDP_UNSUPPORTED = {
+    "swin": "GreenMIM's and SimMIM's Swin run the layers of each block through the visible-token path, outside the block's "
+            "forward, where FSDP's per-block gathering does not reach",
+    "itpn": "MFM's forward (the pixel head runs the iTPN through the decoder) reaches an iTPN parameter while it is still "
+            "sharded (a DTensor error on 2 processes)"}
+
 def check_fsdp(cfg, world: int, dev) -> None:
     "Raise a `ValueError` saying what to do when `fsdp=True` cannot work for a run of `cfg` on `world` processes on `dev`."
     dev = torch.device(dev)
@@ -25,6 +31,12 @@ def check_fsdp(cfg, world: int, dev) -> None:
         raise ValueError("fsdp=True shards parameters, gradients and optimizer states over the processes of a distributed run, but "
                          "this run has 1 process: there is nothing to shard over. Set fsdp=false (the same result; a run may resume "
                          "with or without FSDP), or start several processes (torchrun --nproc-per-node N; launcher: gpus_per_node, nodes)")
+    from smrnb.encoders import arch_family
+    fam = arch_family(cfg.arch)
+    if fam in FSDP_UNSUPPORTED:
+        raise ValueError(f"fsdp=True is not implemented for {fam} encoders (arch={cfg.arch!r}): {FSDP_UNSUPPORTED[fam]}. FSDP here "
+                         f"shards ViT, HiViT and ConViT encoders. Set fsdp=false: DDP, each process holding the whole model (iTPN-L's "
+                         f"288 M parameters with their gradients and AdamW state are ~4.6 GB in fp32)")
     from smrnb.train import uses_bf16
     bf16 = uses_bf16(cfg.amp, dev.type == "cuda")
     if bf16 and dev.type != "cuda":
