@@ -678,6 +678,16 @@ def _launch_info(cluster: str, root: Path, **jobs) -> dict:
     return dict(info, cluster=cluster, host=socket.gethostname(), launcher_pid=os.getpid(), launcher_start=_proc_start(os.getpid()),
                 folder=str(root), time=time.strftime("%Y-%m-%d %H:%M:%S"))
 
+def _check_fsdp_runs(runs, params: dict) -> None:
+    "Refuse, before any job, a run with `fsdp=True` that its job would refuse (`scale.check_fsdp`) on these resources."
+    from smrnb.scale import check_fsdp
+    from smrnb.train import TrainConfig
+    world = params["nodes"] * params["tasks_per_node"]
+    for r in runs:
+        if not r["config"].get("fsdp"): continue
+        try: check_fsdp(TrainConfig.from_dict(r["config"]), world, "cuda" if params["gpus_per_node"] else "cpu")
+        except ValueError as e: raise ValueError(f"{r['run_id']}: {e}") from None
+
 def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overrides: dict | None = None, dry_run: bool = False,
            runs_root: str | None = None, partition: str | None = None, parallel: int = 1, wait: bool | None = None, file=sys.stdout,
            amend: dict | None = None, gpu_mem_gb: float = GPU_MEM_GB, eval_overrides: dict | None = None, seeds=None) -> list:
@@ -687,6 +697,7 @@ def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overr
     runs = plan(exp_name, scale, overrides, runs_root, amend, eval_overrides, seeds)
     exp = get_experiment(exp_name)
     params = executor_params(exp.resources[scale], cluster, f"smrnb-{exp_name}", partition)
+    _check_fsdp_runs(runs, params)
     if dry_run:
         print_plan(runs, cluster, params, file, gpu_mem_gb); return []
     todo = []
