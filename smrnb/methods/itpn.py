@@ -228,12 +228,11 @@ def _forward_backbone(self: ITPN, x, keep=None, masked=None, return_pyramid_inpu
         if self.gathering:
             bias = _window_bias(full, idx, True) if full is not None else None
             t, g, keys = block_gathering(blk, t, g, bias, want_keys=r > 0)
-        elif self.window_attention:   # window self-attention alone (Figure 5's "window attention", Table 7's WMSA)
-            tf, keys = block_tokens(blk, t.flatten(0, 1), _window_bias(full, idx, False) if full is not None else None, want_keys=r > 0)
-            t = tf.view_as(t)
-            if keys is not None: keys = keys.view(*idx.shape, -1)
-        else:
-            tf, keys = block_tokens(blk, t.flatten(1, -2) if win else t, _global_bias(full, idx), want_keys=r > 0)
+        else:   # window self-attention alone (Figure 5's "window attention", Table 7's WMSA: each window a sequence), or global
+            local = self.window_attention
+            x = t.flatten(0, 1) if local else t.flatten(1, -2) if win else t
+            bias = (_window_bias(full, idx, False) if full is not None else None) if local else _global_bias(full, idx)
+            tf, keys = block_tokens(blk, x, bias, want_keys=r > 0)
             t = tf.view_as(t)
             if keys is not None and win: keys = keys.view(*idx.shape, -1)
         if r > 0:
