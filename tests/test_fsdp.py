@@ -150,14 +150,15 @@ def test_fsdp_matches_unsharded_and_ddp(toy, reference):
     torch.testing.assert_close(torch.tensor(lf), torch.tensor(ld), rtol=1e-5, atol=0)
 
 
-def _worker_b(rank, world, port, root):
+def _worker_b(rank, world, port, root, run, crash_at_step):
+    "One FSDP run on 2 processes (each run its own processes: see test_fsdp_matches_unsharded_and_ddp)."
     _env(rank, world, port)
     import torch.distributed as dist
     from smrnb.train import SimulatedCrash, train
-    data = f"{root}/toy"
-    with pytest.raises(SimulatedCrash):               # FSDP on 2 processes, killed after step 5 (checkpoint of step 4)
-        train(dict(BASE, data_root=data, run_dir=f"{root}/b", fsdp=True), crash_at_step=5, progress=False)
-    train(dict(BASE, data_root=data, run_dir=f"{root}/c", fsdp=True), progress=False)   # resumes c, written unsharded on 1
+    cfg = dict(BASE, data_root=f"{root}/toy", run_dir=f"{root}/{run}", fsdp=True)
+    if crash_at_step is None: train(cfg, progress=False)
+    else:
+        with pytest.raises(SimulatedCrash): train(cfg, crash_at_step=crash_at_step, progress=False)
     dist.destroy_process_group()
 
 
@@ -167,7 +168,8 @@ def test_resume_across_fsdp_and_world_size(toy, reference):
     with pytest.raises(SimulatedCrash):               # c: without FSDP on 1 process, killed after step 5
         train(dict(BASE, data_root=data, run_dir=str(toy / "c")), crash_at_step=5, progress=False)
     assert _ckpt(toy / "c")["step"] == 4
-    mp.start_processes(_worker_b, args=(2, _free_port(), str(toy)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker_b, args=(2, _free_port(), str(toy), "b", 5), nprocs=2, start_method="spawn")   # b: FSDP on 2, killed after step 5
+    mp.start_processes(_worker_b, args=(2, _free_port(), str(toy), "c", None), nprocs=2, start_method="spawn")   # c: resumed under FSDP on 2
     b_mid = _ckpt(toy / "b")
     assert b_mid["step"] == 4 and len(b_mid["rng"]) == 2 and not (toy / "b/done").exists()
     train(dict(BASE, data_root=data, run_dir=str(toy / "b")), progress=False)          # b: resumed without FSDP on 1 process
