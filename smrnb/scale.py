@@ -21,8 +21,8 @@ __all__ = ['FSDP_UNSUPPORTED', 'GPU_80GB_GIB', 'RESERVE_GIB', 'check_fsdp', 'sha
 FSDP_UNSUPPORTED = {
     "swin": "GreenMIM's and SimMIM's Swin run the layers of each block through the visible-token path, outside the block's "
             "forward, where FSDP's per-block gathering does not reach",
-    "itpn": "MFM's forward (the pixel head runs the iTPN through the decoder) reaches an iTPN parameter while it is still "
-            "sharded (a DTensor error on 2 processes)"}
+    "itpn": "shard_model's block units expect a ViT block (forward_state), and MFM calls its EMA teacher's forward_backbone "
+            "directly, past the teacher's FSDP unit, so the teacher's parameters are still sharded there (a DTensor error)"}
 
 def check_fsdp(cfg, world: int, dev) -> None:
     "Raise a `ValueError` saying what to do when `fsdp=True` cannot work for a run of `cfg` on `world` processes on `dev`."
