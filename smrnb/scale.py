@@ -19,8 +19,9 @@ __all__ = ['FSDP_UNSUPPORTED', 'GPU_80GB_GIB', 'RESERVE_GIB', 'check_fsdp', 'sha
 
 # %% ../nbs/16_scale.ipynb #c006
 FSDP_UNSUPPORTED = {
-    "swin": "GreenMIM's and SimMIM's Swin run the layers of each block through the visible-token path, outside the block's "
-            "forward, where FSDP's per-block gathering does not reach",
+    "swin": "shard_model takes its units from `encoder.blocks`, and Swin keeps its blocks in stages; GreenMIM's visible-token "
+            "path (backbones.swin.visible_block) also calls the layers of a block outside its forward, which a per-block unit "
+            "does not gather for",
     "itpn": "shard_model's block units expect a ViT block (forward_state), and MFM calls its EMA teacher's forward_backbone "
             "directly, past the teacher's FSDP unit, so the teacher's parameters are still sharded there (a DTensor error)"}
 
