@@ -5,8 +5,9 @@
 (b) A run checkpointed under FSDP on 2 processes resumes without FSDP on 1 process, and one checkpointed without FSDP on
     1 process resumes under FSDP on 2, each ending where the uninterrupted run ends.
 (c) fsdp=True on one process, or with bf16 on CPU, is refused with what to do, before the run directory is touched.
-(d) A hierarchical encoder (HiViT, SMR-compressed) sharded on 2 processes ends where its unsharded run ends (Swin and iTPN
-    are refused by `check_fsdp`: nbs/16_scale.ipynb).
+(d) A hierarchical encoder (HiViT, SMR-compressed) sharded on 2 processes ends where its unsharded run ends; an iTPN
+    pre-trained with MFM and its EMA teacher ends where DDP on the same 2 processes ends (Swin is refused by `check_fsdp`:
+    nbs/16_scale.ipynb).
 
 Why the runs can agree: drop path is 0 (its masks come from per-process RNG streams, which differ between 1 and 2
 processes), SMR's TM compressor is deterministic, the data order and each image's augmentation are seeded by (seed,
@@ -69,6 +70,14 @@ def _determined(name, t, widths):
     if not name.endswith("attn.qkv.bias"): return t
     w = widths[1] if name.startswith("decoder.") else widths[0]
     return torch.cat([t[:w], t[2 * w:]])
+
+
+def _assert_same_weights(got, want):
+    "The same weights in two checkpoints of any model (each attention's key bias left out: see `_determined`)."
+    for k, v in want["model"].items():
+        w = v.numel() // 3
+        cut = (lambda t: torch.cat([t[:w], t[2 * w:]])) if k.endswith("attn.qkv.bias") else (lambda t: t)
+        torch.testing.assert_close(cut(got["model"][k]), cut(v), atol=WEIGHT_ATOL, rtol=0, msg=lambda m: f"{k}: {m}")
 
 
 def _assert_same_state(got, want):
@@ -209,8 +218,26 @@ def test_fsdp_shards_a_hierarchical_encoder(toy):
     got, want = _ckpt(toy / "hivit_fsdp"), _ckpt(toy / "hivit_ref")
     assert got["step"] == want["step"] == 10 and got["config"]["fsdp"] is True
     assert list(got["model"]) == list(want["model"])
-    def determined(k, t):                                  # without the key bias, rounding noise (see _determined)
-        w = t.numel() // 3
-        return torch.cat([t[:w], t[2 * w:]]) if k.endswith("attn.qkv.bias") else t
-    for k, v in want["model"].items():
-        torch.testing.assert_close(determined(k, got["model"][k]), determined(k, v), atol=WEIGHT_ATOL, rtol=0, msg=lambda m: f"{k}: {m}")
+    _assert_same_weights(got, want)
+
+
+def _worker_mfm(rank, world, port, root, run, fsdp):
+    _env(rank, world, port)
+    import torch.distributed as dist
+    from smrnb.train import train
+    train(dict(BASE, method="mfm", arch="itpn_toy", target="ema", schedule=None, decoder_width=None, decoder_heads=None,
+               data_root=f"{root}/toy", run_dir=f"{root}/{run}", fsdp=fsdp), progress=False)
+    dist.destroy_process_group()
+
+
+def test_fsdp_shards_itpn_mfm_like_ddp(toy):
+    """iTPN pre-trained with MFM and its EMA teacher (which MFM calls through `forward_backbone`, a unit of its own): FSDP on
+    2 processes takes the steps DDP takes on the same 2 (its masks are drawn per process, so the unsharded run on 1 differs;
+    FSDP and DDP draw the same), the teacher's weights included."""
+    for run, fsdp in (("mfm_fsdp", True), ("mfm_ddp", False)):
+        mp.start_processes(_worker_mfm, args=(2, _free_port(), str(toy), run, fsdp), nprocs=2, start_method="spawn")
+    got, want = _ckpt(toy / "mfm_fsdp"), _ckpt(toy / "mfm_ddp")
+    assert got["step"] == want["step"] == 10 and got["config"]["fsdp"] is True
+    assert list(got["model"]) == list(want["model"]) and any(k.startswith("target.") for k in want["model"])
+    _assert_same_weights(got, want)
+    torch.testing.assert_close(torch.tensor(_losses(toy / "mfm_fsdp")), torch.tensor(_losses(toy / "mfm_ddp")), rtol=1e-5, atol=0)
