@@ -19,7 +19,8 @@ import argparse, platform, statistics, time
 import torch
 import timm
 import smrnb.compress as C
-from smrnb.models import create_encoder, timm_equivalent
+from smrnb.encoders import create_encoder
+from smrnb.backbones.vit import timm_equivalent
 from smrnb.complexity import encoder_cost
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,7 +72,7 @@ BWD = ("GatherBackward0", "ScatterReduceBackward0", "DivBackward0", "MulBackward
 orig = C.compress
 def traced(*args, **kwargs):
     with torch.profiler.record_function("smrnb.compress"): return orig(*args, **kwargs)
-import smrnb.models as M
+import smrnb.backbones.vit as M
 M.compress = traced
 acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
 step(smr); sync()

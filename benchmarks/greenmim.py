@@ -15,7 +15,7 @@ and ~70% less memory for Swin-B on GPU.
 import argparse, statistics, time
 import torch
 from smrnb.backbones.swin import SWIN_PRESETS, create_swin, token_mask
-from smrnb.methods.greenmim import batch_mask
+from smrnb.backbones.group_attention import batch_mask
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--arch", default="swin_tiny", choices=list(SWIN_PRESETS)); p.add_argument("--img", type=int, default=None)

@@ -15,7 +15,8 @@ import argparse, ctypes, gc, statistics, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
-from smrnb.methods.itpn import create_itpn, accelerated
+from smrnb.backbones.itpn import create_itpn
+from smrnb.methods.itpn import accelerated
 from benchmarks.timing import timed
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

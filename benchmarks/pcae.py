@@ -11,7 +11,7 @@ import argparse, statistics, sys
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
-from smrnb.models import create_encoder
+from smrnb.encoders import create_encoder
 from benchmarks.timing import timed
 from smrnb.decoder import Decoder
 from smrnb.pretrain import random_masking, recon_loss

@@ -30,7 +30,7 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}                   # 
 
 def method_config(method: str, arch: str, img: int, target: str) -> dict:
     from smrnb.experiments import scale_schedule
-    from smrnb.models import resolve_arch
+    from smrnb.backbones.vit import resolve_arch
     P = (img // resolve_arch(arch)["patch_size"]) ** 2
     cfg = dict(method=method, arch=arch, img_size=img, drop_path=0.1)
     if method == "smr": cfg["schedule"] = scale_schedule("25x4", P / 196)
@@ -109,7 +109,7 @@ def main(argv=None):
     p.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the device (default: by its name)")
     p.add_argument("--out", default=None, help="also write the results as JSON here")
     a = p.parse_args(argv)
-    from smrnb.models import resolve_arch
+    from smrnb.backbones.vit import resolve_arch
     from smrnb.data import make_toy_dataset
     dev = torch.device(a.device)
     img = a.img or resolve_arch(a.arch).get("img_size", 224)

@@ -7,13 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass, asdict
 import pandas as pd
 import torch
-from .models import resolve_arch, parse_schedule, token_counts
+from .backbones.vit import resolve_arch, CompressionConfig
+from .config import parse_schedule, token_counts, unknown_name
+from .backbones.hivit import HIVIT_PRESETS, HiViT
+from .backbones.convit import CONVIT_PRESETS, ConViT
+from .backbones.itpn import ITPN_PRESETS, ITPN
+from .compress import TokenState
+from .encoders import create_encoder, hier_config, HIER_ALIASES
+from .evaluate import finetune_model
 
 # %% auto #0
-__all__ = ['HIER_ALIASES', 'TABLE8_HIER', 'ViTShape', 'block_table', 'MacUnits', 'Cost', 'encoder_cost', 'decoder_cost',
-           'measured_flops', 'measured_activation_bytes', 'table8', 'pretrain_cost', 'measured_pretrain_flops',
-           'hier_config', 'hier_shape', 'hier_stem_table', 'HierCost', 'hier_encoder_cost', 'measured_hier_flops',
-           'table8_hier', 'complexity_table', 'classifier_cost']
+__all__ = ['TABLE8_HIER', 'ViTShape', 'block_table', 'MacUnits', 'Cost', 'encoder_cost', 'decoder_cost', 'measured_flops',
+           'measured_activation_bytes', 'table8', 'pretrain_cost', 'measured_pretrain_flops', 'hier_shape',
+           'hier_stem_table', 'HierCost', 'hier_encoder_cost', 'measured_hier_flops', 'table8_hier', 'complexity_table',
+           'classifier_cost']
 
 # %% ../nbs/04_complexity.ipynb #c006
 @dataclass
@@ -35,7 +42,7 @@ class ViTShape:
 
     @classmethod
     def from_arch(cls, arch: str, img_size: int | None = None, **overrides) -> "ViTShape":
-        "Shape of a preset (see `smrnb.models.PRESETS`)."
+        "Shape of a preset (see `smrnb.backbones.vit.PRESETS`)."
         cfg = resolve_arch(arch); cfg.pop("timm")
         if img_size is not None: cfg["img_size"] = img_size
         fields = cls.__dataclass_fields__
@@ -202,29 +209,6 @@ def measured_pretrain_flops(model, imgs, generator=None) -> dict:
     return dict(student=student, encoder=student - dec, decoder=dec, target=per.get(f"{root}.target", 0))
 
 # %% ../nbs/04_complexity.ipynb #c021h
-HIER_ALIASES = {"HiViT-B": "hivit_base_3324", "HiViT": "hivit_base_3324", "ConViT-B": "convit_base", "ConvViT-B": "convit_base",
-                "ConViT": "convit_base", "ConvViT": "convit_base"}
-
-def hier_config(arch: str, img_size: int | None = None, **overrides) -> tuple[str, dict]:
-    """`(family, config)` of a HiViT, ConViT or iTPN preset (`smrnb.backbones`, `smrnb.methods.itpn`; aliases in `HIER_ALIASES`): the preset
-    and `overrides` over the constructor's defaults (an iTPN's: HiViT's and its own)."""
-    import inspect
-    from smrnb.backbones.hivit import HIVIT_PRESETS, HiViT
-    from smrnb.backbones.convit import CONVIT_PRESETS, ConViT
-    from smrnb.methods.itpn import ITPN_PRESETS, ITPN
-    from smrnb.models import unknown_name
-    name = HIER_ALIASES.get(arch, arch)
-    defaults = lambda *classes: {k: p.default for c in classes for k, p in inspect.signature(c.__init__).parameters.items()
-                                 if p.default is not inspect.Parameter.empty}
-    for fam, presets, classes in (("hivit", HIVIT_PRESETS, (HiViT,)), ("convit", CONVIT_PRESETS, (ConViT,)),
-                                  ("itpn", ITPN_PRESETS, (HiViT, ITPN))):
-        if name in presets:
-            cfg = defaults(*classes)
-            cfg.update(presets[name]); cfg.update(overrides)
-            if img_size is not None: cfg["img_size"] = img_size
-            return fam, cfg
-    raise unknown_name("hierarchical preset", arch, [*HIVIT_PRESETS, *CONVIT_PRESETS, *ITPN_PRESETS, *HIER_ALIASES])
-
 def hier_shape(arch: str, img_size: int | None = None, **overrides) -> ViTShape:
     "The attention stage of a HiViT / ConViT / iTPN (HiViT's) as a `ViTShape`: ViT blocks over one token per patch, no class token."
     fam, c = hier_config(arch, img_size, **overrides)
@@ -290,8 +274,6 @@ def measured_hier_flops(model, x, schedule=None, compressor: str = "tm", placeme
     (`smrnb.compress`, no class token), the final norm."""
     from torch.utils.flop_counter import FlopCounterMode
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    from smrnb.models import CompressionConfig
-    from smrnb.compress import TokenState
     if getattr(model, "fuse1", None) is not None: raise ValueError("fuse=True: count the full model with `measured_flops`")
     cfg = CompressionConfig(compressor, placement, prop_attn, class_token=False)
     sched = parse_schedule(schedule, len(model.blocks))
@@ -366,8 +348,6 @@ def classifier_cost(arch: str, img_size: int | None = None, num_classes: int = 1
     classifier of `create_encoder(arch, **kwargs)` at `img_size` (the preset's by default); shapes only (meta device)."""
     from torch.utils.flop_counter import FlopCounterMode
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    from smrnb.models import create_encoder
-    from smrnb.evaluate import finetune_model
     if img_size is not None: kwargs["img_size"] = img_size
     with torch.device("meta"):
         m = finetune_model(create_encoder(arch, **kwargs), num_classes, 0.0, rpe=False).eval()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 import torch
 from fastcore.script import call_parse
-from .models import create_encoder
+from .encoders import create_encoder
 from .vis import sample_images, merging_figure, schedule_settings, compressor_settings
 from .complexity import complexity_table, table8
 

@@ -4,22 +4,25 @@
 
 # %% ../nbs/23_encoders.ipynb #c003
 from __future__ import annotations
-import inspect
+import inspect, math
 from typing import Optional
 import torch
 import torch.nn as nn
 from .compress import TokenState
-from .models import (CompressedAttention, CompressedBlock, CompressionConfig, EncoderOutput, compress_blocks, from_preset,
-                          parse_schedule, resolve_arch, token_counts, unknown_name, PRESETS, ALIASES)
+from .backbones.vit import (CompressedAttention, CompressedBlock, CompressionConfig, EncoderOutput, compress_blocks,
+                                 resolve_arch, CompressedViT, PRESETS, ALIASES)
+from .config import from_preset, parse_schedule, token_counts, unknown_name
 from .backbones.hivit import HiViT, HIVIT_PRESETS, mask_from_keep
 from .backbones.convit import ConViT, CONVIT_PRESETS
 from .backbones.swin import SwinEncoder, SWIN_PRESETS
-from .methods.itpn import ITPN, ITPN_PRESETS
+from .backbones.itpn import ITPN, ITPN_PRESETS
+
 
 # %% auto #0
-__all__ = ['HIER_FAMILIES', 'ENCODER_ALIASES', 'TINY_ARCHS', 'kept_state', 'StageCompression', 'CompressedHiViT',
+__all__ = ['HIER_FAMILIES', 'ENCODER_ALIASES', 'TINY_ARCHS', 'HIER_ALIASES', 'kept_state', 'StageCompression', 'CompressedHiViT',
            'CompressedConViT', 'GreenMIMSwin', 'ITPNEncoder', 'itpn_encoder', 'hier_family', 'arch_family',
-           'encoder_names', 'create_hier_encoder', 'arch_geometry', 'finetune_hier', 'ITPNClassifier']
+           'encoder_names', 'create_hier_encoder', 'create_encoder', 'hier_config', 'arch_geometry', 'finetune_hier',
+           'ITPNClassifier']
 
 # %% ../nbs/23_encoders.ipynb #c006
 def kept_state(x: torch.Tensor, keep: Optional[torch.Tensor], num_patches: int) -> TokenState:
@@ -243,9 +246,36 @@ def encoder_names() -> list:
 def create_hier_encoder(arch: str, schedule=None, compressor: str = "tm", **kwargs) -> nn.Module:
     "A HiViT, ConViT or Swin encoder in the protocol above (an `ITPN` for the itpn family) from a preset; `kwargs` override it."
     fam = arch_family(arch)
-    if fam == "vit": raise ValueError(f"{arch} is a ViT preset: use smrnb.models.create_encoder")
+    if fam == "vit": raise ValueError(f"{arch} is a ViT preset: use create_encoder")
     presets, cls = HIER_FAMILIES[fam]
     return cls(schedule=schedule, compressor=compressor, **from_preset(presets, ENCODER_ALIASES.get(arch, arch), f"{fam} preset", **kwargs))
+
+def create_encoder(arch: str, schedule=None, compressor: str = "tm", **kwargs):
+    """Build an encoder from a preset; `kwargs` override the preset (img_size, num_classes, ...). A ViT preset gives a
+    `CompressedViT`; a HiViT, ConViT, Swin or iTPN preset that family's encoder above (same protocol)."""
+    if arch_family(arch) != "vit": return create_hier_encoder(arch, schedule, compressor, **kwargs)   # (an unknown name raises here)
+    cfg = resolve_arch(arch); cfg.pop("timm")
+    return CompressedViT(schedule=schedule, compressor=compressor, **{**cfg, **kwargs})
+
+# %% ../nbs/23_encoders.ipynb #c029b
+HIER_ALIASES = {"HiViT-B": "hivit_base_3324", "HiViT": "hivit_base_3324", "ConViT-B": "convit_base", "ConvViT-B": "convit_base",
+                "ConViT": "convit_base", "ConvViT": "convit_base"}
+
+def hier_config(arch: str, img_size: int | None = None, **overrides) -> tuple[str, dict]:
+    """`(family, config)` of a HiViT, ConViT or iTPN preset (`smrnb.backbones`; aliases in `HIER_ALIASES`): the preset
+    and `overrides` over the constructor's defaults (an iTPN's: HiViT's and its own)."""
+    name = HIER_ALIASES.get(arch, arch)
+    defaults = lambda *classes: {k: p.default for c in classes for k, p in inspect.signature(c.__init__).parameters.items()
+                                 if p.default is not inspect.Parameter.empty}
+    for fam, presets, classes in (("hivit", HIVIT_PRESETS, (HiViT,)), ("convit", CONVIT_PRESETS, (ConViT,)),
+                                  ("itpn", ITPN_PRESETS, (HiViT, ITPN))):
+        if name in presets:
+            cfg = defaults(*classes)
+            cfg.update(presets[name]); cfg.update(overrides)
+            if img_size is not None: cfg["img_size"] = img_size
+            return fam, cfg
+    raise unknown_name("hierarchical preset", arch, [*HIVIT_PRESETS, *CONVIT_PRESETS, *ITPN_PRESETS, *HIER_ALIASES])
+
 
 # %% ../nbs/23_encoders.ipynb #c030
 def arch_geometry(arch: str, img_size: Optional[int] = None) -> dict:
@@ -263,10 +293,10 @@ def arch_geometry(arch: str, img_size: Optional[int] = None) -> dict:
         c = {k: v.default for k, v in inspect.signature(HiViT.__init__).parameters.items() if v.default is not inspect.Parameter.empty}
         c.update(ITPN_PRESETS[arch])
         p, img, depth, cls = c["patch_size"], img_size or c["img_size"], 0, False
-    else:
-        from smrnb.complexity import hier_shape
-        s = hier_shape(ENCODER_ALIASES.get(arch, arch), img_size)
-        p, img, depth, cls = s.patch_size, s.img_size, s.depth, False
+    else:                       # the attention stage: HiViT's patches, or ConViT's third stage (its patch sizes multiplied)
+        _, c = hier_config(ENCODER_ALIASES.get(arch, arch), img_size)
+        p, img, cls = (c["patch_size"], c["img_size"], False) if fam == "hivit" else (math.prod(c["patch_sizes"]), c["img_size"], False)
+        depth = c["depth"] if fam == "hivit" else c["depths"][2]
     if img % p: raise ValueError(f"img_size {img} is not a multiple of {arch}'s patch size {p}")
     return dict(family=fam, depth=depth, num_patches=(img // p) ** 2, patch_size=p, class_token=cls)
 

@@ -16,6 +16,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from timm.layers import Attention
 from timm.models.vision_transformer import VisionTransformer
+from .train import (atomic_save, setup_distributed, EpochBatches, SeededDataset, lr_at, load_checkpoint, _rng_state,
+                         _set_rng_state, SimulatedCrash, _pause)
+from .methods.pcae import DropConfig, TokenDropping
+from .encoders import finetune_hier
+from .config import uses_bf16, bottleneck_blocks, spread_counts, fit_counts
+from .data import mixup_fn
+from .pretrain import recon_loss, random_masking, batch_masking
 
 # %% auto #0
 __all__ = ['extract_features', 'extract_features_distributed', 'knn_accuracy', 'linear_probe', 'FinetuneConfig',
@@ -46,7 +53,6 @@ def extract_features_distributed(encoder, dataset, work_dir, name: str, batch_si
     idx = list(range(rank, len(dataset), world))
     f, y = extract_features(encoder, DataLoader(Subset(dataset, idx), batch_size=batch_size, num_workers=num_workers), pool, device)
     if world == 1: return f, y
-    from smrnb.train import atomic_save
     work = Path(work_dir); atomic_save(dict(idx=torch.tensor(idx), f=f, y=y), work / f"{name}.rank{rank}.pt")
     dist.barrier()
     if rank != 0: return None
@@ -134,7 +140,6 @@ class FinetuneConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"fine-tuning {k}={v!r} is not valid: an integer >= 1")
         if c.amp not in ("auto", "bf16", "off"): raise ValueError(f"fine-tuning amp={c.amp!r}: one of auto, bf16, off")
         if c.drop is not None:
-            from smrnb.methods.pcae import DropConfig
             if not isinstance(c.drop, dict): raise ValueError(f"fine-tuning drop={c.drop!r}: a dict of smrnb.methods.pcae.DropConfig keys, e.g. {{'max_ratio': 0.4}}")
             dc = DropConfig.from_dict(c.drop)
             if c.rpe: raise ValueError("fine-tuning with token dropping (drop=...) cannot keep a relative position bias: set rpe=False")
@@ -179,7 +184,6 @@ def finetune_model(encoder, num_classes: int, drop_path: float = 0.2, rpe: bool 
     "The fine-tuning model of a pre-trained encoder (see above): timm ViT, avg pool + fresh `fc_norm` + MAE-initialised head."
     e = encoder
     if not isinstance(e, VisionTransformer):   # HiViT, ConViT, Swin: the plain backbone with a head (smrnb.encoders)
-        from smrnb.encoders import finetune_hier
         return finetune_hier(e, num_classes, drop_path, rpe)
     if e.num_prefix_tokens != 1 or e.cls_token is None: raise ValueError("finetune_model expects a ViT with one class token")
     blk = e.blocks[0]
@@ -262,10 +266,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
              crash_at_step: int | None = None, pause_at_step: int | None = None) -> dict:
     """Fine-tune `encoder` as `ft` says (see above), resuming from `out_dir/last.pt`; returns `val_acc`, `history`, `steps`.
     `crash_at_step`, `pause_at_step` (or `$SMRNB_PAUSE_AT_STEP`): testing hooks, as `smrnb.train.train`'s."""
-    from smrnb.train import (setup_distributed, EpochBatches, SeededDataset, lr_at, atomic_save, load_checkpoint,
-                             _rng_state, _set_rng_state, SimulatedCrash, _pause, uses_bf16)
     if pause_at_step is None and os.environ.get("SMRNB_PAUSE_AT_STEP"): pause_at_step = int(os.environ["SMRNB_PAUSE_AT_STEP"])
-    from smrnb.data import mixup_fn
     from timm.loss import SoftTargetCrossEntropy
     ft = ft if isinstance(ft, FinetuneConfig) else FinetuneConfig.from_dict(ft)
     rank, world, dev = setup_distributed(ft.device)
@@ -278,7 +279,6 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
     model = finetune_model(encoder, num_classes, ft.drop_path, ft.rpe).to(dev)
     net = model                                                            # what runs forward: the model, or PCAE's dropping wrapper
     if ft.drop is not None:
-        from smrnb.methods.pcae import TokenDropping
         net = TokenDropping(model, ft.drop)
     opt = torch.optim.AdamW(param_groups_lrd(model, ft.weight_decay, ft.layer_decay, finetune_no_weight_decay(model)),
                             lr=ft.peak_lr, betas=tuple(ft.betas), fused=dev.type == "cuda")
@@ -354,7 +354,6 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
 # %% ../nbs/11_eval.ipynb #c021
 def removal_schedule(encoder, frac: float, compressor: str = "tm") -> list[int]:
     "Per-block counts removing as many tokens as MIM masks at `frac` (`P - int(P (1 - frac))`), in the encoder's bottleneck blocks."
-    from smrnb.models import bottleneck_blocks, spread_counts, fit_counts
     if not hasattr(encoder, "blocks"): raise ValueError(f"{type(encoder).__name__} does not compress (no one-token-per-patch stage)")
     depth, P, p = len(encoder.blocks), encoder.num_patches, encoder.num_prefix_tokens
     blocks = bottleneck_blocks(depth)
@@ -365,7 +364,6 @@ def removal_schedule(encoder, frac: float, compressor: str = "tm") -> list[int]:
 @torch.no_grad()
 def compactness(model, loader, fractions=(0.25, 0.5, 0.75), compressor: str | None = None, device="cpu", seed: int = 0):
     "Mean reconstruction loss per (task, fraction of tokens removed) for a `Pretrainer`: a list of dicts."
-    from smrnb.pretrain import recon_loss, random_masking, batch_masking
     m = copy.deepcopy(model).eval().to(device)
     enc, c = m.encoder, m.cfg
     P = enc.num_patches

@@ -8,22 +8,26 @@ import ast, difflib, hashlib, json, math, re
 from dataclasses import dataclass, field, fields
 import pandas as pd
 from typing import Union
-from .models import parse_schedule, token_counts, resolve_arch, spread_counts, fit_counts
+from .config import parse_schedule, token_counts, spread_counts, fit_counts
+from .backbones.vit import resolve_arch
 from .pretrain import METHOD_DEFAULTS
-from .train import TrainConfig
+from .train import TrainConfig, AMENDABLE_KEYS
 from .tiny import tiny_config
+from .teacher import teacher_path
+from .encoders import arch_geometry, arch_family, TINY_ARCHS
+from .methods.pcae import DropConfig
+from .evaluations import evaluation_names
 
 # %% auto #0
-__all__ = ['EVALUATIONS', 'SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE',
-           'TINY_ARCH', 'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_FILE', 'GREENMIM_RECIPE',
-           'GREENMIM_FINETUNE', 'PCAE_RECIPE', 'MAELITE_PRETRAIN', 'MAELITE_FINETUNE', 'MAE_BASE_TEACHER',
-           'ITPN_RECIPE', 'ITPN_FINETUNE', 'EXPERIMENTS', 'RUN_ID_SKIP', 'RUN_ID_IF_SET', 'TINY_EVALUATE', 'Variant',
-           'Experiment', 'toy_teacher_kw', 'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides',
-           'check_schedule', 'published', 'get_experiment', 'list_experiments', 'check_overrides', 'check_amendments',
+__all__ = ['SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE', 'TINY_ARCH',
+           'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_FILE', 'GREENMIM_RECIPE', 'GREENMIM_FINETUNE',
+           'PCAE_RECIPE', 'MAELITE_PRETRAIN', 'MAELITE_FINETUNE', 'MAE_BASE_TEACHER', 'ITPN_RECIPE', 'ITPN_FINETUNE',
+           'EXPERIMENTS', 'RUN_ID_SKIP', 'RUN_ID_IF_SET', 'TINY_EVALUATE', 'Variant', 'Experiment', 'toy_teacher_kw',
+           'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides', 'check_schedule', 'published',
+           'get_experiment', 'register_experiment', 'list_experiments', 'check_overrides', 'check_amendments',
            'parse_overrides', 'variant_config', 'run_id', 'eval_settings', 'run_configs', 'paper_numbers']
 
 # %% ../nbs/13_experiments.ipynb #c006
-EVALUATIONS = ("finetune", "linear_probe", "compactness", "complexity", "token_dropping", "layer_reservation", "acceleration", "none")
 SCALES = ("paper", "tiny")
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -40,7 +44,8 @@ class Variant:
 
     def __post_init__(self):
         if not _SAFE.fullmatch(self.name): raise ValueError(f"variant name {self.name!r} is not filesystem-safe (letters, digits, _ . -)")
-        if self.evaluate not in EVALUATIONS: raise ValueError(f"unknown evaluate {self.evaluate!r}; valid options: {', '.join(EVALUATIONS)}")
+        if self.evaluate not in (ok := evaluation_names()):   # the registered evaluations (`smrnb.evaluations`) and "none"
+            raise ValueError(f"unknown evaluate {self.evaluate!r}; valid options: {', '.join(ok)}")
         if set(self.at_scale) - set(SCALES): raise ValueError(f"at_scale keys must be in {SCALES}, got {sorted(self.at_scale)}")
         if self.paper is not None and not {"table", "row", "metric", "value"} <= set(self.paper):
             raise ValueError(f"variant {self.name}: paper needs table, row, metric and value, got {sorted(self.paper)}")
@@ -85,7 +90,6 @@ def toy_teacher_kw() -> dict:
     record beside the file (`<file>.json`, written when it was built on this machine) when there is one, else the
     reference build's `TOY_TEACHER_SHA256`: a machine whose CPU kernels build other bytes gets its own run ids (a
     different teacher is a different experiment), never a silent mix; `FrozenTeacher` checks the file against it."""
-    from smrnb.teacher import teacher_path
     ck = teacher_path()
     try: h = json.loads(ck.with_suffix(".json").read_text()).get("sha256")
     except (OSError, ValueError, AttributeError): h = None
@@ -129,7 +133,6 @@ def scale_schedule(spec, ratio: float = 64 / 196, depth_from: int = 12, depth_to
 # %% ../nbs/13_experiments.ipynb #c017
 def _num_patches(arch: str, img_size: int) -> tuple[int, int, bool]:
     "The blocks a schedule addresses, the patch positions and whether there is a class token (`smrnb.encoders.arch_geometry`)."
-    from smrnb.encoders import arch_geometry
     g = arch_geometry(arch, img_size)
     return g["depth"], g["num_patches"], g["class_token"]
 
@@ -438,6 +441,12 @@ def get_experiment(name: str) -> Experiment:
     raise ValueError(f"unknown experiment {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "") +
                      f" `--list` shows all {len(EXPERIMENTS)} experiments.")
 
+def register_experiment(exp: Experiment) -> Experiment:
+    "Add `exp` to the registry under its name (the launcher and the report find it there); a name registered again is replaced."
+    if not isinstance(exp, Experiment): raise TypeError(f"register_experiment takes an Experiment, got {type(exp).__name__}")
+    EXPERIMENTS[exp.name] = exp
+    return exp
+
 def list_experiments() -> pd.DataFrame:
     "One row per experiment: name, paper table, variants, evaluation, description (what `--list` prints)."
     return pd.DataFrame([dict(experiment=e.name, table=e.table, variants=" ".join(v.name for v in e.variants),
@@ -462,7 +471,6 @@ def check_overrides(overrides: dict | None, flag: str = "--set") -> dict:
 
 def check_amendments(amend: dict | None) -> dict:
     "`amend` if its keys are amendable (`smrnb.train.AMENDABLE_KEYS`) and its values valid."
-    from smrnb.train import AMENDABLE_KEYS
     amend = check_overrides(amend, "--amend")
     if bad := sorted(set(amend) - AMENDABLE_KEYS):
         raise ValueError(f"--amend {', '.join(bad)}: only {', '.join(sorted(AMENDABLE_KEYS))} may change in a running run; "
@@ -498,7 +506,6 @@ def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
         if (d.get("target") or METHOD_DEFAULTS.get(method, {}).get("target")) == "clip" and not d.get("target_kw"):
             d["target_kw"] = dict(CLIP_B)
     else:
-        from smrnb.encoders import arch_family, TINY_ARCHS
         pb = {**exp.base["paper"], **v.config}
         tb = {**exp.base["tiny"], **v.at_scale.get("tiny", {})}
         fam = arch_family(pb.get("arch", TrainConfig.arch))
@@ -521,13 +528,12 @@ TINY_EVALUATE = {"finetune": "linear_probe"}   # what stands in for an evaluatio
 
 def eval_settings(v: Variant, ev: str, scale: str) -> dict:
     """The evaluation settings a variant brings: its fine-tuning recipe for `finetune` (paper scale), `token_dropping` and
-    `layer_reservation` (at paper scale). At tiny scale the recipe is the launcher's `EVAL_DEFAULTS`, with, for
+    `layer_reservation` (at paper scale). At tiny scale the recipe is the evaluation's tiny defaults (`smrnb.evaluations`), with, for
     `token_dropping`, the variant's `rpe` and `drop` (its warm-up and ramp / `TINY_DIVISOR`)."""
     if ev == "finetune" or (ev in ("token_dropping", "layer_reservation", "acceleration") and scale == "paper"): return dict(v.finetune)
     if ev != "token_dropping": return {}
     out = {k: v.finetune[k] for k in ("rpe",) if k in v.finetune}
     if (drop := v.finetune.get("drop")) is not None:
-        from smrnb.methods.pcae import DropConfig
         dc = DropConfig.from_dict(drop)
         out["drop"] = {**drop, "warmup_epochs": dc.warmup_epochs / TINY_DIVISOR, "ramp_epochs": dc.ramp_epochs / TINY_DIVISOR}
     return out

@@ -18,6 +18,10 @@ from .compress import compress
 from .methods.maelite import plot_attention_by_depth
 from .methods.pcae import drop_counts
 from .targets import _unwrap
+from .encoders import create_encoder
+from .train import TrainConfig
+from .tiny import load_encoder
+from .data import ManifestDataset, finetune_transform, toy_image
 
 # %% auto #0
 __all__ = ['DEFAULT_EXPERIMENTS', 'PREFER', 'pcae_drop_layers', 'layer_tokens', 'diversity_frame', 'dropping_settings',
@@ -86,7 +90,6 @@ def random_init_diversity(model: Union[nn.Module, str], batches, ratio: float = 
                           seed: int = 0, label: Optional[str] = None, **kwargs) -> pd.DataFrame:
     "Figure 3a: `diversity_frame` of a random-init `model` (or smrnb preset built with `seed` and `kwargs`) without, with random and with PCAE dropping."
     if isinstance(model, str):
-        from smrnb.models import create_encoder
         label = label or f"{model} (random init)"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed); model = create_encoder(model, **kwargs).eval()
@@ -148,8 +151,6 @@ def _resolve(v, root: Path):
 
 def load_run_encoder(run_dir) -> nn.Module:
     "The pre-trained encoder of the run in `run_dir` (eval mode, no compression schedule), relative paths resolved."
-    from smrnb.train import TrainConfig
-    from smrnb.tiny import load_encoder
     run_dir = Path(run_dir).resolve()
     c = dict(json.loads((run_dir / "config.json").read_text()).get("config", {}))
     root = _launch_root(run_dir, c.get("run_dir"))
@@ -193,7 +194,6 @@ PREFER = (("smr_ablation_4e", "tm"), ("smr_fig2", "smr"), ("smr_table1", "smr"),
 
 def toy_batches(data_root="data/toy", n_images: int = 64, img_size: int = 32, batch_size: int = 32, split: str = "val"):
     "`(batches, source)`: `n_images` images of `split` of the toy set (evenly spread, eval transform), or generated toy images when `data_root` has no manifest."
-    from smrnb.data import ManifestDataset, finetune_transform, toy_image
     tf = finetune_transform(img_size, is_training=False)
     man = Path(data_root) / "manifest.csv"
     if man.exists():
@@ -216,7 +216,6 @@ def _label(run_dir: Path) -> str: return f"{run_dir.parent.name}/{run_dir.name}"
 def paper_figures(runs_dir, out_dir, scale: str = "tiny", data_root="data/toy", n_images: int = 64,
                   timm_name: str = "vit_tiny_patch16_224", timm_weights=None, seed: int = 0) -> dict:
     "Write pcae_fig3_diversity.png, maelite_fig3_attention.png, maelite_fig4_cka.png (+ CSVs) to `out_dir`; `{name: path, 'note': str}`."
-    from smrnb.models import create_encoder
     out, runs_dir, notes = Path(out_dir), Path(runs_dir), []
     out.mkdir(parents=True, exist_ok=True)
     if not Path(data_root).exists() and (runs_dir.resolve().parent / data_root).exists(): data_root = runs_dir.resolve().parent / data_root

@@ -4,38 +4,38 @@
 
 # %% ../nbs/14_launch.ipynb #c003
 from __future__ import annotations
-import functools, hashlib, json, os, shutil, signal, socket, subprocess, sys, threading, time, traceback
+import functools, json, os, shutil, signal, socket, subprocess, sys, threading, time, traceback
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 import submitit
-from .experiments import get_experiment, run_configs, check_amendments
-from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_json, uses_bf16
+from .config import uses_bf16
+from .complexity import ViTShape, block_table, encoder_cost, hier_shape, measured_activation_bytes
+from .encoders import arch_family
+from .evaluate import FinetuneConfig, finetune_model
+from .evaluations import (EvalContext, check_eval_kw, eval_defaults, get_evaluation, split_eval_kw)
+from .experiments import get_experiment, run_configs, check_amendments, _literal
+from .fsdp import check_fsdp
+from .pretrain import Pretrainer
+from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_json, TrainConfig, setup_distributed, train
 
 # %% auto #0
-__all__ = ['DISTRIBUTED_EVALUATIONS', 'FINETUNE_EVALUATIONS', 'CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'EVAL_DEFAULTS',
-           'EVAL_KEYS', 'evaluate_run', 'finetune_recipe_id', 'split_eval_kw', 'harden_slurm_requeue', 'RunJob',
-           'job_alive', 'run_state', 'executor_params', 'make_executor', 'choose_cluster', 'measured_act_per_image',
-           'act_memory', 'LaunchInterrupted', 'run_busy', 'check_eval_kw', 'parse_seeds', 'parse_eval_set', 'plan',
-           'job_lines', 'print_plan', 'eval_summary', 'launch', 'status']
+__all__ = ['CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'evaluate_run', 'harden_slurm_requeue', 'RunJob', 'job_alive', 'run_state',
+           'executor_params', 'make_executor', 'choose_cluster', 'measured_act_per_image', 'act_memory',
+           'LaunchInterrupted', 'run_busy', 'parse_seeds', 'parse_eval_set', 'plan', 'job_lines', 'print_plan',
+           'eval_summary', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
-DISTRIBUTED_EVALUATIONS = ("finetune", "linear_probe", "token_dropping", "layer_reservation", "acceleration")   # run on every process of the evaluation job
-
-def _datasets(cfg, train_tf, val_tf):
-    from smrnb.data import ManifestDataset
-    root = Path(cfg.data_root)
-    man = Path(cfg.manifest) if cfg.manifest else root / "manifest.csv"
-    val_man = man.with_name("val.csv") if man.name == "train.csv" else man
-    return ManifestDataset(root, man, "train", train_tf), ManifestDataset(root, val_man, "val", val_tf)
+def _distributed(evaluate: str) -> bool:
+    "Whether evaluation `evaluate` runs on every process of its job (the registry says; 'none' does not)."
+    return evaluate != "none" and get_evaluation(evaluate).distributed
 
 def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> dict | None:
     "Evaluate the pre-trained run of `config` as `evaluate` says; rank 0 holds the run's lock, writes and returns `eval.json`'s content (other ranks: None)."
-    from smrnb.train import TrainConfig, setup_distributed
     cfg = TrainConfig.from_dict(config)
     run = RunDir(cfg.run_dir)
     if not run.done: raise RuntimeError(f"{run.path} has not finished pre-training: evaluate after it (the launcher makes evaluation depend on it)")
     kw = dict(eval_kw or {})
-    rank, world, dev = setup_distributed(kw.get("device", "auto")) if evaluate in DISTRIBUTED_EVALUATIONS else (0, 1, None)
+    rank, world, dev = setup_distributed(kw.get("device", "auto")) if _distributed(evaluate) else (0, 1, None)
     with ExitStack() as held:
         err = None
         if rank == 0:
@@ -49,134 +49,13 @@ def evaluate_run(config: dict, evaluate: str, eval_kw: dict | None = None) -> di
         if rank == 0: atomic_write_text(run.path / "eval.json", json.dumps(res, indent=1))
     return res if rank == 0 else None
 
-def finetune_recipe_id(ft) -> str:
-    "The folder name of a fine-tuning recipe's checkpoint under `<run>/finetune/`: 8 hex of the sha1 of its settings."
-    return hashlib.sha1(json.dumps(ft.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
-
-FINETUNE_EVALUATIONS = {  # evaluations that fine-tune: their settings are a fine-tuning recipe plus these keys of their own
-    "finetune": (), "token_dropping": ("throughput_batch", "throughput_iters"),   # PCAE Table 5: inference timing
-    "layer_reservation": ("reserve",),                                             # MAE-lite Figure 2: the numbers of blocks kept
-    "acceleration": ("settings", "throughput_batch", "throughput_iters")}          # Fast-iTPN Figure 5: which settings, inference timing
-
-def split_eval_kw(evaluate: str, kw: dict) -> tuple:
-    "`(fine-tuning recipe, the evaluation's own settings)` of a fine-tuning evaluation's settings (`FINETUNE_EVALUATIONS`)."
-    own = FINETUNE_EVALUATIONS[evaluate]
-    return {k: v for k, v in kw.items() if k not in own}, {k: v for k, v in kw.items() if k in own}
-
-def _finetune_data(cfg, evaluate: str, kw: dict, val_tf) -> tuple:
-    "`(recipe, the evaluation's own settings, train set, val set, classes)` of a fine-tuning evaluation (`FINETUNE_EVALUATIONS`)."
-    from smrnb.evaluate import FinetuneConfig
-    from smrnb.data import finetune_transform
-    ft_kw, own = split_eval_kw(evaluate, kw)
-    ft = FinetuneConfig.from_dict(dict(ft_kw, seed=ft_kw.get("seed", cfg.seed)))
-    tr, va = _datasets(cfg, finetune_transform(cfg.img_size, is_training=True, auto_augment=ft.auto_augment, re_prob=ft.re_prob,
-                                               color_jitter=ft.color_jitter), val_tf)
-    return ft, own, tr, va, int(max(tr.targets)) + 1
-
 def _evaluate(cfg, run, evaluate: str, kw: dict, rank: int, dev) -> dict:
-    import torch
-    from smrnb.tiny import load_encoder
-    from smrnb.data import finetune_transform
-    from smrnb import evaluate as E
-    where = dev if dev is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    res = dict(evaluate=evaluate, eval_kw=dict(kw), device=where.type)
-    val_tf = finetune_transform(cfg.img_size, is_training=False)
-    if evaluate == "linear_probe":
-        bs, epochs = kw.pop("batch_size", 128), kw.get("epochs", 100)
-        tr, va = _datasets(cfg, val_tf, val_tf)
-        enc = load_encoder(cfg)
-        a = E.extract_features_distributed(enc, tr, run.path, "features-train", bs, dev)
-        b = E.extract_features_distributed(enc, va, run.path, "features-val", bs, dev)
-        if rank == 0:
-            res.update(linear_probe=E.linear_probe(*a, *b, epochs=epochs, seed=cfg.seed), knn=E.knn_accuracy(*a, *b))
-    elif evaluate == "finetune":
-        ft, _, tr, va, n_cls = _finetune_data(cfg, evaluate, kw, val_tf)
-        r = E.finetune(load_encoder(cfg), tr, va, n_cls, ft, out_dir=run.path / "finetune" / finetune_recipe_id(ft))   # another recipe: another checkpoint
-        res.update(top1_finetune=r["val_acc"], history=r["history"], finetune=r["finetune"], world_size=r["world_size"])
-    elif evaluate == "token_dropping":   # PCAE's Table 5: the same recipe without and with dropping, then inference timed both ways
-        from dataclasses import replace
-        from smrnb.methods.pcae import dropping_throughput, drop_counts
-        ft, tp, tr, va, n_cls = _finetune_data(cfg, evaluate, kw, val_tf)
-        if ft.drop is None: raise ValueError("the token_dropping evaluation needs a drop recipe: --eval-set drop='{\"max_ratio\": 0.4}'")
-        got, enc = {}, load_encoder(cfg)   # finetune_model copies the encoder's weights
-        for name, f in (("full", replace(ft, drop=None)), ("drop", ft)):   # each recipe its own checkpoint (finetune/<recipe id>)
-            got[name] = E.finetune(enc, tr, va, n_cls, f, out_dir=run.path / "finetune" / finetune_recipe_id(f))
-        if rank == 0:
-            model = E.finetune_model(enc, n_cls, rpe=ft.rpe).to(where)     # speed does not depend on the weights
-            t = dropping_throughput(model, got["drop"]["drop_ratio"], got["drop"]["drop_layers"], batch=tp.get("throughput_batch", 64),
-                                    iters=tp.get("throughput_iters", 20), device=where, bf16=uses_bf16(ft.amp, where.type == "cuda"))
-            n = model.patch_embed.num_patches
-            res.update(top1_finetune=got["full"]["val_acc"], top1_dropping=got["drop"]["val_acc"],
-                       top1_drop=100 * (got["full"]["val_acc"] - got["drop"]["val_acc"]), throughput_gain=t["throughput_gain"],
-                       throughput=t, tokens=[n] + drop_counts(n, t["ratio"], t["layers"], len(model.blocks)),
-                       history=dict(full=got["full"]["history"], drop=got["drop"]["history"]), finetune=ft.to_dict(),
-                       world_size=got["drop"]["world_size"])
-    elif evaluate == "layer_reservation":   # MAE-lite Figure 2: keep the first k pre-trained blocks, re-initialise the rest, fine-tune
-        from smrnb.methods.maelite import reserve_layers
-        ft, own, tr, va, n_cls = _finetune_data(cfg, evaluate, kw, val_tf)
-        enc = load_encoder(cfg)                       # reserve_layers copies it
-        depth, acc, hist = len(enc.blocks), {}, {}
-        ks = sorted(set(own.get("reserve", [depth])))
-        if bad := [k for k in ks if not 0 <= k <= depth]: raise ValueError(f"reserve {bad}: the encoder has {depth} blocks (0..{depth})")
-        for k in ks:                                  # each k its own checkpoint: a preempted job resumes the k it was on
-            r = E.finetune(reserve_layers(enc, k, seed=ft.seed), tr, va, n_cls, ft,
-                           out_dir=run.path / "finetune" / f"{finetune_recipe_id(ft)}-reserve{k}")
-            acc[str(k)], hist[str(k)] = r["val_acc"], r["history"]
-        res.update(reserved=acc, depth=depth, history=hist, finetune=ft.to_dict(), world_size=r["world_size"])
-        if str(depth) in acc: res["top1_finetune"] = acc[str(depth)]   # every block reserved: the plain fine-tuning
-    elif evaluate == "acceleration":   # Fast-iTPN Figure 5: fine-tune once, then each setting (migration, window attention, gathering)
-        from smrnb.methods.itpn import ITPN, FIG5_SETTINGS, accelerated, acceleration_throughput, pyramid_agreement
-        from smrnb.train import load_checkpoint
-        ft, own, tr, va, n_cls = _finetune_data(cfg, evaluate, kw, val_tf)
-        enc = load_encoder(cfg)
-        if not isinstance(enc, ITPN): raise ValueError(f"the acceleration evaluation needs an iTPN run (arch itpn_* or fast_itpn_*), got arch {cfg.arch!r}")
-        settings = {k: FIG5_SETTINGS[k] for k in own.get("settings", list(FIG5_SETTINGS))}
-        out = run.path / "finetune" / finetune_recipe_id(ft)
-        r = E.finetune(enc, tr, va, n_cls, ft, out_dir=out)
-        if rank == 0:                  # the fine-tuned classifier, each setting applied to it as it is (not fine-tuned with it)
-            model = E.finetune_model(enc, n_cls, ft.drop_path, ft.rpe).to(where)
-            model.load_state_dict(load_checkpoint(out / "last.pt")["model"])
-            bf16 = uses_bf16(ft.amp, where.type == "cuda")
-            top1 = {"base": r["val_acc"]}
-            for k, s in settings.items():
-                with accelerated(model, s): top1[k] = E._dist_accuracy(model, va, ft.batch_size, where, 0, 1, bf16, ft.num_workers)
-            t = acceleration_throughput(model, settings, batch=own.get("throughput_batch", 64), iters=own.get("throughput_iters", 20),
-                                        device=where, bf16=bf16)
-            imgs = torch.stack([va[i][0] for i in range(min(len(va), 256))]).to(where)   # the pre-trained pyramid's dense features
-            dense = pyramid_agreement(enc.to(where), imgs, settings, batch=ft.batch_size)
-            res.update(top1_finetune=r["val_acc"], top1=top1, speedup=t["speedup"], throughput=t, tokens=t["tokens"], dense_cos=dense,
-                       top1_convention="the model fine-tuned without acceleration, each setting applied at evaluation (off the shelf)",
-                       history=r["history"], finetune=ft.to_dict(), world_size=r["world_size"])
-    elif evaluate == "compactness":
-        from smrnb.pretrain import Pretrainer
-        from smrnb.train import load_model_state, load_checkpoint
-        from smrnb.data import make_loader
-        _, va = _datasets(cfg, val_tf, val_tf)
-        m = Pretrainer(cfg); load_model_state(m, load_checkpoint(run.ckpt)["model"])
-        bs = kw.pop("batch_size", 128)
-        res.update(compactness=E.compactness(m, make_loader(va, bs, shuffle=False), device=where, **kw))
-    elif evaluate == "complexity":   # the run's timing, the fine-tuning model's size and cost (any backbone), Table 8's GMACs (ViT)
-        from smrnb.complexity import encoder_cost, pretrain_cost, classifier_cost
-        from smrnb.encoders import arch_family
-        c = cfg.resolved()
-        rows = [json.loads(l) for l in (run.path / "metrics.jsonl").read_text().splitlines()]
-        cc = classifier_cost(c.arch, img_size=c.img_size)   # shapes only (meta device)
-        res.update(params_m=cc["params_m"], classifier_gmacs=cc["gmacs"],
-                   classifier_convention=f"the fine-tuning model ({cc['model']}, 1000-class head), one {cc['img_size']}-px image, "
-                                         "multiply-accumulates counted by FlopCounterMode (iTPN's Table 1)",
-                   images_per_s=sum(r["images_per_s"] for r in rows[1:] or rows) / len(rows[1:] or rows),
-                   peak_mem_mb=max(r["peak_mem_mb"] for r in rows))
-        if (fam := arch_family(c.arch)) == "vit":   # Table 8: encoder + decoder/head, the teacher not counted
-            from smrnb.pretrain import Pretrainer
-            cost = encoder_cost(c.arch, c.schedule, c.compressor, c.placement, c.img_size)
-            pc = pretrain_cost(Pretrainer(c))   # shapes only (fresh weights); the target is built to learn its feature width
-            res.update(gmacs=pc["gmacs"], encoder_gmacs=pc["encoder_gmacs"], decoder_gmacs=pc["decoder_gmacs"],
-                       gmacs_convention="student forward: encoder + decoder/head, teacher excluded (the paper's Table 8)",
-                       act_mib_per_image=cost.act_bytes / 2**20)
-        else: res["gmacs_note"] = f"pre-training GMACs (Table 8's count) are modelled for ViT encoders; {c.arch} is of the {fam} family"
-    elif evaluate != "none":
-        raise ValueError(f"unknown evaluation {evaluate!r}; valid options: finetune, linear_probe, compactness, complexity, token_dropping, layer_reservation, acceleration, none")
+    "eval.json's content: which evaluation with which settings on which device, and what the registered evaluation returns."
+    ctx = EvalContext(cfg, run, rank, dev)
+    res = dict(evaluate=evaluate, eval_kw=dict(kw), device=ctx.where.type)
+    if evaluate != "none": res.update(get_evaluation(evaluate).run(ctx, dict(kw)))
     return res
+
 
 # %% ../nbs/14_launch.ipynb #c008
 def _requeue_immune(self, countdown: int) -> None:
@@ -218,9 +97,8 @@ class RunJob(submitit.helpers.Checkpointable):
             if (run.path / "error.txt").exists(): os.replace(run.path / "error.txt", run.path / "error.prev.txt")
         try:
             if self.stage == "pretrain":
-                from smrnb.train import train
                 return train(self.config, progress=False, amend=self.amend)
-            if rank == 0 or self.evaluate in DISTRIBUTED_EVALUATIONS:
+            if rank == 0 or _distributed(self.evaluate):
                 return evaluate_run(self.config, self.evaluate, self.eval_kw)
         except RunLocked: raise
         except Exception:
@@ -361,10 +239,6 @@ def measured_act_per_image(config_json: str, stage: str = "pretrain") -> float:
     forward (`pretrain`) or the fine-tuning classifier's (`finetune`) of the config in `config_json`; cached per config.
     For what the analytic model does not cover (iTPN's pyramid, Swin's windows): one CPU forward at the run's image size."""
     import torch
-    from smrnb.train import TrainConfig
-    from smrnb.pretrain import Pretrainer
-    from smrnb.evaluate import finetune_model
-    from smrnb.complexity import measured_activation_bytes
     c = TrainConfig.from_dict(json.loads(config_json)).resolved()
     torch.manual_seed(0)
     m = Pretrainer(c) if stage == "pretrain" else finetune_model(Pretrainer.build_encoder(c), 1000, 0.0, rpe=False)
@@ -383,9 +257,6 @@ def _measured_config(c) -> str:
 
 def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = True) -> tuple[float, str]:
     "Estimated bytes of the activations one process keeps for backward over `batch` images at `stage` (pretrain|finetune), and what is counted."
-    from smrnb.train import TrainConfig
-    from smrnb.complexity import ViTShape, encoder_cost, block_table, hier_shape
-    from smrnb.encoders import arch_family
     c = TrainConfig.from_dict(config).resolved()
     fam = arch_family(c.arch)
     bpe = BF16_ACT_BYTES if bf16 else 4
@@ -417,17 +288,6 @@ def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = T
     return float(elems * bpe * batch), ", ".join(what)
 
 # %% ../nbs/14_launch.ipynb #c016
-EVAL_DEFAULTS = {  # per scale and evaluation: keyword arguments of the evaluation (paper: the Table 6 recipe defaults)
-    "tiny": {"linear_probe": dict(epochs=100),    # tiny scale runs a linear probe for fine-tuning cells (TINY_EVALUATE)
-             "token_dropping": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, throughput_batch=32, throughput_iters=5),
-             "layer_reservation": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, reserve=[0, 2, 4, 6]),   # the toy's 6 blocks
-             "acceleration": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, throughput_batch=32, throughput_iters=5)},
-    "paper": {"finetune": dict(epochs=100, batch_size=1024), "linear_probe": dict(epochs=90),
-              "token_dropping": dict(epochs=100, batch_size=1024, throughput_batch=256, throughput_iters=50),
-              "layer_reservation": dict(epochs=100, batch_size=1024, reserve=[0, 2, 4, 6, 8, 10, 12]),
-              "acceleration": dict(epochs=100, batch_size=1024, throughput_batch=64, throughput_iters=50)},
-}
-
 class LaunchInterrupted(Exception):
     "The launcher was interrupted (SIGINT/SIGTERM) and cancelled the jobs it had started."
 
@@ -442,32 +302,6 @@ def run_busy(run_dir) -> str | None:
     alive, how = job_alive(info, key) if info.get(key) is not None else (None, "")
     return how if alive else None
 
-EVAL_KEYS = {"linear_probe": ("epochs", "batch_size", "device"), "compactness": ("batch_size", "fractions", "compressor"),
-             "complexity": (), "none": ()}   # finetune: the fields of smrnb.evaluate.FinetuneConfig
-
-def check_eval_kw(evaluate: str, kw: dict) -> dict:
-    "`kw` if every key is a setting of the evaluation `evaluate` (and, for fine-tuning, a valid value); a `ValueError` saying which otherwise."
-    if evaluate in FINETUNE_EVALUATIONS:
-        from smrnb.evaluate import FinetuneConfig
-        ft_kw, own = split_eval_kw(evaluate, kw)
-        try: ft = FinetuneConfig.from_dict(ft_kw)
-        except (ValueError, TypeError) as e: raise ValueError(f"--eval-set: {e}") from None
-        if evaluate == "token_dropping" and ft.drop is None:
-            raise ValueError("--eval-set: the token_dropping evaluation needs drop (e.g. drop='{\"max_ratio\": 0.4}') and rpe=False")
-        ints = lambda v, lo: not isinstance(v, bool) and isinstance(v, int) and v >= lo
-        if bad := [f"{k}={v!r}" for k, v in own.items() if k not in ("reserve", "settings") and not ints(v, 1)]:
-            raise ValueError(f"--eval-set {', '.join(bad)}: an integer >= 1")
-        if "reserve" in own and not (isinstance(own["reserve"], list) and own["reserve"] and all(ints(k, 0) for k in own["reserve"])):
-            raise ValueError(f"--eval-set reserve={own['reserve']!r}: a non-empty list of numbers of reserved blocks, e.g. reserve=[0,2,4]")
-        if "settings" in own:
-            from smrnb.methods.itpn import FIG5_SETTINGS
-            s = own["settings"]
-            if not (isinstance(s, list) and s and all(isinstance(k, str) for k in s)) or (bad := [k for k in s if k not in FIG5_SETTINGS]):
-                raise ValueError(f"--eval-set settings={s!r}: a non-empty list of Figure 5 settings out of {', '.join(FIG5_SETTINGS)}")
-    elif bad := sorted(set(kw) - set(EVAL_KEYS.get(evaluate, ()))):
-        raise ValueError(f"--eval-set {', '.join(bad)}: not a setting of the {evaluate} evaluation (its settings: {', '.join(EVAL_KEYS.get(evaluate, ())) or 'none'})")
-    return kw
-
 def parse_seeds(text) -> list | None:
     "`'0,1,2'` (the launcher's `--seeds`) -> `[0, 1, 2]`; `None` or `''` -> `None` (the configs' own seed)."
     if text is None or str(text).strip() == "": return None
@@ -479,7 +313,6 @@ def parse_seeds(text) -> list | None:
 
 def parse_eval_set(items) -> dict:
     "`['lr=5e-4', 'warmup_epochs=5']` (the launcher's `--eval-set`) -> a dict, values read as JSON / Python literals."
-    from smrnb.experiments import _literal
     out = {}
     for it in items or []:
         if "=" not in it: raise ValueError(f"--eval-set expects key=value, got {it!r}")
@@ -498,13 +331,11 @@ def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs
         if runs_root is not None:
             r["config"]["run_dir"] = str(Path(runs_root) / scale / exp_name / r["run_id"])
         if amend: r["config"].update(amend); r["amend"] = True      # after the run id: the amended run keeps its directory
-        r["eval_kw"] = check_eval_kw(r["evaluate"], {**EVAL_DEFAULTS[scale].get(r["evaluate"], {}), **r.get("eval_kw", {}),   # the row's recipe
+        r["eval_kw"] = check_eval_kw(r["evaluate"], {**eval_defaults(r["evaluate"], scale), **r.get("eval_kw", {}),   # the row's recipe
                                                      **(eval_overrides or {})})
-        if r["evaluate"] == "acceleration":   # before any job: the evaluation times Fast-iTPN's options, which only an iTPN has
-            from smrnb.encoders import arch_family
-            if arch_family(r["config"]["arch"]) != "itpn":
-                raise ValueError(f"{r['run_id']}: the acceleration evaluation needs an iTPN (arch itpn_* or fast_itpn_*), got arch "
-                                 f"{r['config']['arch']!r}: drop the arch override or evaluate another way")
+        if r["evaluate"] != "none" and (check_run := get_evaluation(r["evaluate"]).check_run) is not None:
+            try: check_run(r["config"])      # before any job: a run the evaluation cannot evaluate
+            except ValueError as e: raise ValueError(f"{r['run_id']}: {e}") from None
         r["state"], r["detail"] = run_state(r["config"]["run_dir"], r["evaluate"], r["eval_kw"])
         r["busy"] = run_busy(r["config"]["run_dir"]) if r["state"] != "done" else None
     return runs
@@ -530,7 +361,6 @@ def _mem_line(r: dict, stage: str, per: int, p: dict, bf16: bool, gpu_mem_gb: fl
 
 def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_GB) -> tuple[list, list]:
     "`(lines, warnings)` describing the jobs `launch` would submit for run `r`: resources, parameters, batch, peak lr, activation memory."
-    from smrnb.train import TrainConfig
     lines, warnings = [], []
     if r["busy"]: return [f"    skip: {r['state']} ({r['busy']})"], []
     world = params["nodes"] * params["tasks_per_node"]
@@ -549,8 +379,7 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
         after = "afterok on the pre-training job" if cluster == "slurm" else "after its pre-training, the launcher waits"
         lines += [f"    evaluation job ({r['evaluate']}, {after}): {_resources(params)}", f"      submitit: {json.dumps(params)}"]
         kw = r.get("eval_kw") or {}
-        if r["evaluate"] in FINETUNE_EVALUATIONS:
-            from smrnb.evaluate import FinetuneConfig
+        if r["evaluate"] != "none" and get_evaluation(r["evaluate"]).finetunes:
             ft_kw, own = split_eval_kw(r["evaluate"], kw)
             ft = FinetuneConfig.from_dict(ft_kw)
             bs, acc = ft.batch_size, ft.accum_iter
@@ -561,19 +390,7 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
             lines.append(f"      recipe: warm-up {ft.warmup_epochs:g} epochs, min lr {ft.min_lr:g}, layer decay {ft.layer_decay:g}, weight decay "
                          f"{ft.weight_decay:g}, betas {tuple(ft.betas)}, drop path {ft.drop_path:g}, label smoothing {ft.label_smoothing:g}, "
                          f"{ft.auto_augment}, erasing {ft.re_prob:g}, mixup {ft.mixup:g} / cutmix {ft.cutmix:g}, RPE {'on' if ft.rpe else 'off'}")
-            if ft.drop is not None:
-                from smrnb.methods.pcae import DropConfig
-                dc = DropConfig.from_dict(ft.drop)
-                lines.append(f"      token dropping: fine-tuned twice (without, then with dropping {dc.max_ratio:g} per stage after blocks "
-                             f"{'/'.join(map(str, dc.layers))} of {dc.depth}, warm-up {dc.warmup_epochs:g} + ramp {dc.ramp_epochs:g} epochs); "
-                             f"inference timed both ways ({json.dumps(own)})")
-            if r["evaluate"] == "acceleration":
-                from smrnb.methods.itpn import FIG5_SETTINGS
-                lines.append(f"      acceleration: fine-tuned once; top-1 and inference images/s at {', '.join(own.get('settings', FIG5_SETTINGS))} "
-                             f"against no migration / no gathering (batch {own.get('throughput_batch', 64)}, {own.get('throughput_iters', 20)} steps each)")
-            if "reserve" in own:
-                lines.append(f"      layer reservation: fine-tuned {len(set(own['reserve']))} times, keeping the first k pre-trained blocks "
-                             f"(the rest re-initialised) for k in {sorted(set(own['reserve']))}")
+            if (describe := get_evaluation(r["evaluate"]).describe) is not None: lines += describe(own, ft)
             if bad: warnings.append(f"WARNING: {r['run_id']} finetune: batch_size {bs} is not divisible by {world} processes x accum_iter {acc}")
             amp = kw.get("amp", "auto")
             lines.append(_mem_line(r, "finetune", micro, params, uses_bf16(amp, params["gpus_per_node"] > 0),
@@ -680,8 +497,6 @@ def _launch_info(cluster: str, root: Path, **jobs) -> dict:
 
 def _check_fsdp_runs(runs, params: dict) -> None:
     "Refuse, before any job, a run with `fsdp=True` that its job would refuse (`scale.check_fsdp`) on these resources."
-    from smrnb.scale import check_fsdp
-    from smrnb.train import TrainConfig
     world = params["nodes"] * params["tasks_per_node"]
     for r in runs:
         if not r["config"].get("fsdp"): continue

@@ -11,22 +11,28 @@ import pandas as pd
 import torch
 import smrnb
 from fastcore.script import call_parse
-from .experiments import EXPERIMENTS, get_experiment, run_configs, SCALES, scale_count, paper_numbers
-from .launch import run_state
+from .experiments import (EXPERIMENTS, get_experiment, run_configs, SCALES, scale_count, paper_numbers, run_id,
+                               toy_teacher_kw, TOY_TEACHER_SHA256, tiny_recipe)
+from .launch import run_state, launch, parse_seeds
 from .train import TrainConfig
+from .tiny import load_encoder
+from .vis import schedule_settings, compressor_settings, max_count, merging_figure
+from .encoders import create_encoder
+from .data import ManifestDataset, toy_image, file_sha256, make_toy_dataset
+from .teacher import ensure_toy_teacher
 
 # %% auto #0
 __all__ = ['PAPER_CSV', 'PAPER_CSVS', 'NUMBER_KEYS', 'RUN_FILES', 'FIXTURE_PLAN', 'MEMORY_METRIC', 'RATIO_METRICS',
            'LOWER_IS_BETTER', 'STAND_INS', 'METRIC_SOURCES', 'ROW_COLUMNS', 'DERIVED', 'ALPHA', 'VERDICTS',
            'CURVE_EXPERIMENTS', 'DASH', 'SIG_DIGITS', 'REPORT_TABLES', 'NO_RUNS', 'TABLE_EXPERIMENTS', 'REPO',
-           'TABLES_NB', 'FIXTURE_RUNS', 'TINY_SEEDS', 'TINY_PAPER', 'SEEDED', 'paper_cells', 'registry_cells',
-           'check_paper_cells', 'launch_command', 'Unreadable', 'unreadable_file', 'run_device', 'run_rows',
-           'write_fixture', 'run_metrics', 'table_rows', 'comparable', 'compare', 'report_table', 'rank_corr',
-           'display_columns', 'seed_table', 'paired_test', 'ordering_verdicts', 'verdict_line', 'compactness_frame',
-           'compactness_table', 'compactness_verdicts', 'n_invalid', 'reserved_frame', 'acceleration_frame',
-           'loss_curves', 'loss_summary', 'plot_loss_curves', 'teacher_record', 'fmt_table', 'html_table', 'save_table',
-           'plot_compactness', 'plot_ratios', 'merging_source', 'merging_settings', 'merging_figures', 'parse_tables',
-           'build_report', 'keep_teacher', 'main']
+           'TABLES_NB', 'FIXTURE_RUNS', 'TINY_SEEDS', 'TINY_PAPER', 'SEEDED', 'paper_cells', 'maelite_paper_numbers',
+           'registry_cells', 'check_paper_cells', 'launch_command', 'Unreadable', 'unreadable_file', 'run_device',
+           'run_rows', 'write_fixture', 'run_metrics', 'table_rows', 'comparable', 'compare', 'report_table',
+           'rank_corr', 'display_columns', 'seed_table', 'paired_test', 'ordering_verdicts', 'verdict_line',
+           'compactness_frame', 'compactness_table', 'compactness_verdicts', 'n_invalid', 'reserved_frame',
+           'acceleration_frame', 'loss_curves', 'loss_summary', 'plot_loss_curves', 'teacher_record', 'fmt_table',
+           'html_table', 'save_table', 'plot_compactness', 'plot_ratios', 'merging_source', 'merging_settings',
+           'merging_figures', 'parse_tables', 'build_report', 'keep_teacher', 'main']
 
 # %% ../nbs/15_report.ipynb #c006
 PAPER_CSV = Path(smrnb.__file__).parent / "paper_numbers.csv"
@@ -42,6 +48,12 @@ def paper_cells(path=None) -> pd.DataFrame:
     if missing := [c for c in need if c not in df.columns]: raise ValueError(f"{path} lacks columns {missing}")
     df["value"] = pd.to_numeric(df["value"].replace("", np.nan))
     return df
+
+# %% ../nbs/15_report.ipynb #mlc025
+def maelite_paper_numbers():
+    "MAE-lite's published ViT-Tiny numbers (Tables 1, 3, 5; `smrnb/paper_numbers_maelite.csv`): table, row, metric, value, note."
+    df = paper_cells(PAPER_CSV.with_name("paper_numbers_maelite.csv"))
+    return pd.DataFrame(dict(table=df.table.str.removeprefix("MAELITE-"), row=df.row, metric=df.metric, value=df.value, note=df.source))
 
 # %% ../nbs/15_report.ipynb #c009
 def registry_cells() -> pd.DataFrame:
@@ -200,7 +212,6 @@ def _fake_run(runs_dir, exp, variant, scale="tiny", eval=None, done=True, error=
     cfg = dict(r["config"], **(config_change or {}))
     d = Path(r["config"]["run_dir"])
     if config_change:
-        from smrnb.experiments import run_id
         d = d.with_name(run_id(variant, {k: v for k, v in cfg.items() if k != "run_dir"})); cfg["run_dir"] = str(d)
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.json").write_text(json.dumps(dict(config=cfg), indent=1))
@@ -656,8 +667,6 @@ def plot_ratios(df: pd.DataFrame, metric: str, path=None, title=None):
 # %% ../nbs/15_report.ipynb #c034
 def merging_source(runs_dir, scale: str = "tiny", prefer=(("smr_ablation_4e", "tm"), ("smr_ablation_4f", "k25x4"))):
     "`(encoder, label, config)` of the first finished SMR run with a checkpoint among `prefer`, else `(None, reason, None)`."
-    from smrnb.train import TrainConfig
-    from smrnb.tiny import load_encoder
     for exp, variant in prefer:
         r = run_rows(exp, runs_dir, scale).set_index("variant").loc[variant]
         d = Path(r.run_dir)
@@ -668,7 +677,6 @@ def merging_source(runs_dir, scale: str = "tiny", prefer=(("smr_ablation_4e", "t
 
 def merging_settings(enc, counts=(10, 20, 30, 40), mid: int = 25, blocks: int = 4, paper_patches: int = 196) -> dict:
     "Figure name -> (settings, title) for encoder `enc`: the paper's counts scaled to its patches, capped at what it can run (`max_count`)."
-    from smrnb.vis import schedule_settings, compressor_settings, max_count
     P, n, cls = enc.patch_embed.num_patches, enc.num_tokens, enc.cfg.class_token
     ks = [scale_count(k, P / paper_patches) for k in counts]
     comps = ("tm", "td", "itf", "rd")
@@ -680,9 +688,6 @@ def merging_settings(enc, counts=(10, 20, 30, 40), mid: int = 25, blocks: int = 
 def merging_figures(runs_dir, out_dir, scale: str = "tiny", n_images: int = 4) -> list:
     "Write fig3_tm.png, fig4_compressors.png, fig5_td.png; returns the paths."
     import matplotlib.pyplot as plt
-    from smrnb.models import create_encoder
-    from smrnb.data import ManifestDataset, toy_image
-    from smrnb.vis import merging_figure
     enc, label, cfg = merging_source(runs_dir, scale)
     if enc is None: torch.manual_seed(0); enc = create_encoder("test", img_size=32)
     size = enc.patch_embed.img_size[0]
@@ -746,7 +751,6 @@ SEEDED = ("4f", "4e", "fig2")                 # the tables run with every seed (
 
 def keep_teacher(runs_dir, checkpoint) -> Path:
     "Build the fixed toy teacher at `checkpoint` if it is missing; copy its record into `<runs_dir>/teachers/` (the runs keep what they used)."
-    from smrnb.teacher import ensure_toy_teacher
     import shutil
     ck = ensure_toy_teacher(checkpoint)
     dst = Path(runs_dir) / "teachers"; dst.mkdir(parents=True, exist_ok=True)
@@ -765,17 +769,12 @@ def main(run: str = ",".join(TINY_PAPER),  # tables whose experiments to run fir
     rebuild every table and figure into one folder. Each run computes on one thread (bit-repeatable on one machine), as many
     runs at a time as this process may use cores."""
     import os
-    from smrnb.launch import launch, parse_seeds
-    from smrnb.experiments import toy_teacher_kw, TOY_TEACHER_SHA256
-    from smrnb.data import file_sha256
     t0 = time.time()
     todo = parse_tables(run) if run else []
     try: seed_list = parse_seeds(seeds if seeds is not None else TINY_SEEDS if scale == "tiny" else str(TrainConfig.seed)) or [TrainConfig.seed]
     except ValueError as e: raise SystemExit(f"error: {e}") from None
     if todo and scale != "tiny": raise SystemExit("error: --run runs experiments on this machine, at --scale tiny only")
     if todo:
-        from smrnb.data import make_toy_dataset
-        from smrnb.experiments import tiny_recipe
         print(f"toy set: {make_toy_dataset(tiny_recipe()['data_root'])}", flush=True)   # built once, then reused
         ck = keep_teacher(runs_dir, toy_teacher_kw()["checkpoint"])
         want, h = toy_teacher_kw()["sha256"], file_sha256(ck)

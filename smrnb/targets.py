@@ -14,6 +14,7 @@ import open_clip
 from open_clip.transformer import VisionTransformer as ClipVisionTransformer
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .data import file_sha256
+from .encoders import create_encoder
 
 # %% auto #0
 __all__ = ['CLIP_DIR_ENV', 'TARGETS', 'Target', 'patchify', 'unpatchify', 'pixel_target', 'PixelTarget', 'renormalize',
@@ -268,7 +269,6 @@ class FrozenTeacher(Target):
     "A frozen smrnb encoder from a teacher file: whitened last-layer patch tokens `(B, L, width)` at the teacher's input size."
     def __init__(self, checkpoint, sha256: str | None = None, whiten: bool = True, build_hint: str = "python -m smrnb.teacher"):
         super().__init__()
-        from smrnb.models import create_encoder
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"teacher file {path} not found. It is built by the code, never downloaded: run `{build_hint}` "

@@ -12,9 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.script import call_parse
 from .data import file_sha256, make_toy_dataset, ManifestDataset, finetune_transform, make_loader
-from .models import create_encoder
+from .encoders import create_encoder
 from .targets import FrozenTeacher
 from .train import atomic_save
+from .tiny import probe
 
 # %% auto #0
 __all__ = ['TOY_TEACHER', 'TEACHER_DIR_ENV', 'teacher_path', 'one_thread', 'load_split', 'augment', 'train_supervised',
@@ -93,7 +94,6 @@ def accuracy(encoder, head, X, y, batch_size: int = 512) -> float:
 def build_toy_teacher(path=None, data_root="data/toy_teacher", probe_root="data/toy", recipe: dict | None = None,
                       log=print) -> Path:
     "Train the fixed teacher of `recipe` (default `TOY_TEACHER`) on its own toy set; write `<path>` and `<path>.json`; return `path`."
-    from smrnb.tiny import probe
     r = {**TOY_TEACHER, **(recipe or {})}
     path = Path(path) if path is not None else teacher_path(r["name"])
     t0 = time.time()

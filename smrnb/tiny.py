@@ -11,7 +11,7 @@ import torch
 from fastcore.script import call_parse
 from .data import make_toy_dataset, ManifestDataset, finetune_transform, make_loader
 from .evaluate import extract_features, linear_probe, knn_accuracy
-from .models import create_encoder
+from .encoders import create_encoder
 from .pretrain import Pretrainer
 from .train import TrainConfig, train, load_checkpoint, RunDir
 

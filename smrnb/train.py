@@ -13,12 +13,16 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 from .pretrain import PretrainConfig, Pretrainer
+from .targets import EMATeacher
+from .data import ManifestDataset, pretrain_transform, normalize_batch
+from .config import uses_bf16
+from . import fsdp   # called as fsdp.shard_model etc. (the tests record those calls)
 
 # %% auto #0
-__all__ = ['RESUMABLE_KEYS', 'AMENDABLE_KEYS', 'LOGGED_PARTS', 'TrainConfig', 'lr_at', 'EpochBatches', 'RunBatches',
-           'SeededDataset', 'setup_distributed', 'uses_bf16', 'atomic_save', 'atomic_write_text', 'read_json',
-           'load_checkpoint', 'model_state', 'load_model_state', 'RunLocked', 'describe_holder', 'RunDir',
-           'build_dataset', 'build_optimizer', 'SimulatedCrash', 'run_environment', 'train']
+__all__ = ['RESUMABLE_KEYS', 'AMENDABLE_KEYS', 'TrainConfig', 'lr_at', 'EpochBatches', 'RunBatches', 'SeededDataset',
+           'setup_distributed', 'atomic_save', 'atomic_write_text', 'read_json', 'load_checkpoint', 'model_state',
+           'load_model_state', 'RunLocked', 'describe_holder', 'RunDir', 'build_dataset', 'build_optimizer',
+           'SimulatedCrash', 'run_environment', 'train']
 
 # %% ../nbs/10_train.ipynb #c006
 @dataclass
@@ -48,7 +52,7 @@ class TrainConfig(PretrainConfig):
     device: str = "auto"
     compile: bool = False                # torch.compile the model (the same run: not part of its id, may change on resume)
     grad_checkpointing: bool = False     # recompute the encoder's blocks in backward: less activation memory, same result
-    fsdp: bool = False                   # shard params, grads and optimizer states over the processes (FSDP2; smrnb.scale): same result
+    fsdp: bool = False                   # shard params, grads and optimizer states over the processes (FSDP2; smrnb.fsdp): same result
 
     def to_dict(self) -> dict: return json.loads(json.dumps(asdict(self)))
 
@@ -171,11 +175,6 @@ def setup_distributed(device: str = "auto"):
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
     return rank, world, dev
 
-# %% ../nbs/10_train.ipynb #c015b
-def uses_bf16(amp: str, on_gpu: bool) -> bool:
-    "Whether a run with this `amp` setting computes in bf16 autocast: `'bf16'` always, `'auto'` on a GPU only, `'off'` never."
-    return amp == "bf16" or (amp == "auto" and on_gpu)
-
 # %% ../nbs/10_train.ipynb #c017
 def _write_atomic(path, write, keep_prev=None) -> None:
     "Call `write(fh)` on a temporary file beside `path`, flush it to disk, rename it to `path` (the old file to `keep_prev` first, if given); on failure remove the temporary."
@@ -225,7 +224,6 @@ def load_checkpoint(path) -> dict:
 
 def model_state(model) -> dict:
     "The model's state_dict without a frozen external teacher (CLIP weights are reloaded from their file, not copied into every checkpoint)."
-    from smrnb.targets import EMATeacher
     keep_target = isinstance(model.target, EMATeacher)   # the EMA teacher is training state
     frozen = ("distill.teacher.",) if keep_target else ("target.", "distill.teacher.")   # D-MAE's teacher: reloaded from its file
     return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
@@ -382,7 +380,6 @@ def _parse_holder(b: bytes) -> dict:
 # %% ../nbs/10_train.ipynb #c022
 def build_dataset(cfg: TrainConfig, uint8: bool = False):
     "The pre-training dataset of a config (through its manifest), with the pre-training transform (`uint8`: unnormalised uint8 tensors)."
-    from smrnb.data import ManifestDataset, pretrain_transform
     root = Path(cfg.data_root)
     manifest = Path(cfg.manifest) if cfg.manifest else root / "manifest.csv"
     if not manifest.exists():
@@ -399,8 +396,6 @@ def build_optimizer(model, cfg: TrainConfig):
     return torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=tuple(cfg.betas), fused=fused or None)
 
 # %% ../nbs/10_train.ipynb #c024
-LOGGED_PARTS = ("distill", "pixel", "feature")   # detached device tensors a method may return; read (one sync) at log steps only
-
 class SimulatedCrash(RuntimeError):
     "Raised by `train(..., crash_at_step=n)` to test resuming: the process 'dies' after step n."
 
@@ -431,7 +426,7 @@ def train(cfg: TrainConfig | dict, crash_at_step: int | None = None, progress: b
     cfg = (cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)).check()
     if pause_at_step is None and os.environ.get("SMRNB_PAUSE_AT_STEP"): pause_at_step = int(os.environ["SMRNB_PAUSE_AT_STEP"])
     rank, world, dev = setup_distributed(cfg.device)
-    if cfg.fsdp: from smrnb.scale import check_fsdp; check_fsdp(cfg, world, dev)   # before the run directory is touched
+    if cfg.fsdp: fsdp.check_fsdp(cfg, world, dev)   # before the run directory is touched
     run = RunDir(cfg.run_dir)
     if run.done:
         if rank == 0: print(f"{run.path} is done; nothing to do (delete its 'done' file to train more)")
@@ -472,11 +467,11 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
     model = Pretrainer(cfg)
     if cfg.grad_checkpointing: model.encoder.set_grad_checkpointing(True)
     use_bf16 = uses_bf16(cfg.amp, dev.type == "cuda")
-    if cfg.fsdp: from smrnb import scale; scale.shard_model(model, use_bf16, dev)   # onto the device block by block; before the optimizer
+    if cfg.fsdp: fsdp.shard_model(model, use_bf16, dev)   # onto the device block by block; before the optimizer
     else: model = model.to(dev)
     opt = build_optimizer(model, cfg)
     if ck is not None:
-        if cfg.fsdp: scale.load_full_state(model, opt, ck["model"], ck["optimizer"])
+        if cfg.fsdp: fsdp.load_full_state(model, opt, ck["model"], ck["optimizer"])
         else: load_model_state(model, ck["model"]); opt.load_state_dict(ck["optimizer"])
         _set_rng_state(ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0])
         if rank == 0: print(f"resuming {run.path} from step {step}" + ("" if ck_path == run.ckpt else f" ({ck_path.name})"))
@@ -512,12 +507,11 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
         rngs = [None] * world
         if world > 1: dist.all_gather_object(rngs, rng)
         else: rngs = [rng]
-        full = scale.full_state(model, opt) if cfg.fsdp else None      # FSDP: a collective; rank 0 gets the full tensors
+        full = fsdp.full_state(model, opt) if cfg.fsdp else None      # FSDP: a collective; rank 0 gets the full tensors
         if rank == 0:
             ms, osd = full or (model_state(model), opt.state_dict())
             atomic_save(dict(model=ms, optimizer=osd, step=at, config=cfg.to_dict(), rng=rngs), run.ckpt, keep_prev=run.prev_ckpt)
 
-    from smrnb.data import normalize_batch
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     mean_t, std_t = (torch.tensor(v, dtype=torch.float32, device=dev) for v in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
     t_log, n_log, last_loss = time.time(), 0, float("nan")
@@ -533,7 +527,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = ddp(imgs)
             loss, ld = out["loss"], out["loss"].detach()
-            parts = {k: out[k] for k in LOGGED_PARTS if k in out}   # a method's extra loss terms (D-MAE, MFM), logged beside the total
+            parts = {k: out[k] for k in model.logged if k in out}   # the method's extra loss terms (`Pretrainer.logged`: D-MAE, MFM)
             del out                                                 # pred / target freed now, not held through the next forward
             first_bad = torch.where(torch.isfinite(ld) | (first_bad >= 0), first_bad, step)
             is_log = (step + 1) % cfg.log_every == 0 or step + 1 == total
@@ -547,7 +541,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
             loss.backward()
             if cfg.clip_grad: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             opt.step()
-            if hasattr(model.target, "update"): model.target.update(model.encoder, (step + 1) / total)
+            model.after_step((step + 1) / total)   # the method's hook (an EMA teacher follows the student)
             step += 1; n_log += imgs.shape[0] * world
             if bar is not None: bar.update(1)
             if is_log:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 from .compress import owner_from_source
+from .config import token_counts
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'sample_path', 'load_image', 'sample_images', 'to_batch', 'patch_groups',
@@ -133,8 +134,7 @@ def merging_figure(encoder, images: dict, settings: list, title: str = "", mode:
 
 # %% ../nbs/03_vis.ipynb #c020
 def max_count(n_tokens: int, compressor: str = "tm", blocks: int = 4, class_token: bool = True) -> int:
-    "The largest K for which `Kx{blocks}` is possible for `compressor` on `n_tokens` tokens (`smrnb.models.token_counts`); 0 when none is."
-    from smrnb.models import token_counts
+    "The largest K for which `Kx{blocks}` is possible for `compressor` on `n_tokens` tokens (`smrnb.config.token_counts`); 0 when none is."
     k = 0
     while k + 1 < n_tokens:
         try: token_counts([k + 1] * blocks, n_tokens, compressor, class_token)

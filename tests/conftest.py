@@ -22,7 +22,7 @@ def stand_in_teacher_dir(tmp_path_factory):
     architecture, and its record with its SHA-256): the real one takes minutes to build and is not in a clean clone."""
     import json, torch
     from smrnb.data import file_sha256
-    from smrnb.models import create_encoder
+    from smrnb.encoders import create_encoder
     from smrnb.train import atomic_save
     d = tmp_path_factory.mktemp("teachers")
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ import torch
 
 from smrnb.analysis import (MinibatchCKA, attention_distance, attention_entropy, capture_attention, capture_tokens,
                             linear_cka, token_diversity)
-from smrnb.models import create_encoder
+from smrnb.encoders import create_encoder
 
 
 @pytest.fixture(autouse=True)

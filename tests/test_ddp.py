@@ -42,7 +42,7 @@ def _ft_worker(rank, world, port, out, accum):
     import torch.distributed as dist
     from torch.utils.data import TensorDataset
     from smrnb.evaluate import finetune
-    from smrnb.models import create_encoder
+    from smrnb.encoders import create_encoder
     g = torch.Generator().manual_seed(0)
     ds = TensorDataset(torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 3, (32,), generator=g))
     torch.manual_seed(0)
@@ -73,7 +73,7 @@ def _feat_worker(rank, world, port, out):
     import torch.distributed as dist
     from torch.utils.data import DataLoader, TensorDataset
     from smrnb.evaluate import extract_features, extract_features_distributed
-    from smrnb.models import create_encoder
+    from smrnb.encoders import create_encoder
     dist.init_process_group("gloo", rank=rank, world_size=world)
     g = torch.Generator().manual_seed(0)
     ds = TensorDataset(torch.randn(11, 3, 32, 32, generator=g), torch.arange(11))

@@ -1,4 +1,4 @@
-"""FSDP2 (`TrainConfig(fsdp=True)`, `smrnb.scale`) on CPU: two gloo processes train a tiny SMR model with an EMA teacher.
+"""FSDP2 (`TrainConfig(fsdp=True)`, `smrnb.fsdp`) on CPU: two gloo processes train a tiny SMR model with an EMA teacher.
 
 (a) A sharded run takes the same steps as the unsharded single-process run with the same global batch (weights, the EMA
     teacher, AdamW's moments) and logs the same losses as DDP on the same two processes.
@@ -7,7 +7,7 @@
 (c) fsdp=True on one process, or with bf16 on CPU, is refused with what to do, before the run directory is touched.
 (d) A hierarchical encoder (HiViT, SMR-compressed) sharded on 2 processes ends where its unsharded run ends; an iTPN
     pre-trained with MFM and its EMA teacher ends where DDP on the same 2 processes ends (Swin is refused by `check_fsdp`:
-    nbs/16_scale.ipynb).
+    nbs/10a_fsdp.ipynb).
 
 Why the runs can agree: drop path is 0 (its masks come from per-process RNG streams, which differ between 1 and 2
 processes), SMR's TM compressor is deterministic, the data order and each image's augmentation are seeded by (seed,
@@ -54,9 +54,9 @@ def _losses(run_dir):
 
 
 def _param_names():
-    "Parameter names in the optimizer state's numbering (`smrnb.scale._param_names`) of the model BASE builds."
+    "Parameter names in the optimizer state's numbering (`smrnb.fsdp._param_names`) of the model BASE builds."
     from smrnb.pretrain import Pretrainer
-    from smrnb.scale import _param_names
+    from smrnb.fsdp import _param_names
     from smrnb.train import TrainConfig, build_optimizer
     cfg = TrainConfig.from_dict(BASE)
     model = Pretrainer(cfg)
@@ -114,15 +114,15 @@ def reference(toy):
 def _worker_a(rank, world, port, root):
     _env(rank, world, port)
     import torch.distributed as dist
-    import smrnb.scale as scale
+    import smrnb.fsdp as fsdp
     from smrnb.train import train
-    orig = scale.shard_model
+    orig = fsdp.shard_model
     def recording(model, *a, **kw):                  # what this process holds of the parameters once train() sharded them
         out = orig(model, *a, **kw)
         local = sum(p.to_local().numel() for p in model.parameters())
         torch.save(dict(local=local, total=sum(p.numel() for p in model.parameters())), f"{root}/shard{rank}.pt")
         return out
-    scale.shard_model = recording
+    fsdp.shard_model = recording
     train(dict(BASE, data_root=f"{root}/toy", run_dir=f"{root}/fsdp", fsdp=True, grad_checkpointing=True), progress=False)
     dist.destroy_process_group()
 
@@ -178,7 +178,7 @@ def test_resume_across_fsdp_and_world_size(toy, reference):
 
 
 def test_fsdp_bad_combinations_are_refused(tmp_path):
-    from smrnb.scale import check_fsdp
+    from smrnb.fsdp import check_fsdp
     from smrnb.train import TrainConfig, train
     run = tmp_path / "run"
     with pytest.raises(ValueError, match="this run has 1 process: there is nothing to shard over. Set fsdp=false"):

@@ -1,4 +1,4 @@
-"""Slower checks of `smrnb.methods.greenmim` (the notebook `nbs/18_greenmim.ipynb` holds the quick ones).
+"""Slower checks of `smrnb.backbones.group_attention` (the notebook `nbs/18_greenmim.ipynb` holds the quick ones).
 
 - `optimal_grouping` is never costlier (Eq. 8) than the paper's Algorithm 1 on many batch-wise masks:
   Swin stages 1-3 at 224 px, regular and shifted windows, mask ratios 0.5 / 0.75 / 0.9, Swin-T and
@@ -13,7 +13,7 @@ import random
 import pytest
 import torch
 
-from smrnb.methods.greenmim import (GroupWindowAttention, algorithm1_grouping, batch_mask, group_plan, group_window_attention,
+from smrnb.backbones.group_attention import (GroupWindowAttention, algorithm1_grouping, batch_mask, group_plan, group_window_attention,
                             grouping_cost, optimal_grouping, upsample_mask, window_index, _grouping)
 
 
@@ -95,7 +95,7 @@ def test_exact_on_small_instances():
 
 
 def test_fixed_size_never_more_groups_than_repeated_knapsack():
-    from smrnb.methods.greenmim import _knapsack_groups
+    from smrnb.backbones.group_attention import _knapsack_groups
     gen = torch.Generator().manual_seed(5)
     for _ in range(100):
         ws = [w for w in _window_sizes(batch_mask(7, 0.75, gen), 56, 0) if w]

@@ -5,7 +5,7 @@ import torch
 from smrnb.backbones.convit import create_convit
 from smrnb.backbones.hivit import create_hivit
 from smrnb.complexity import hier_encoder_cost, measured_hier_flops, measured_flops, table8_hier
-from smrnb.models import CompressedAttention, CompressedBlock
+from smrnb.backbones.vit import CompressedAttention, CompressedBlock
 
 KW = dict(block_fn=CompressedBlock, attn_layer=CompressedAttention)
 

@@ -2,7 +2,8 @@
 import math, re, subprocess, sys
 from pathlib import Path
 import pytest, torch
-from smrnb.methods.itpn import ITPN, MFM, create_itpn, migration_counts
+from smrnb.backbones.itpn import ITPN, create_itpn, migration_counts
+from smrnb.methods.itpn import MFM
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,7 +114,7 @@ def test_mfm_pretrains_resumes_and_probes(target, itpn_toy_set, stand_in_teacher
 
 def test_itpn_linear_probe_feature_is_the_last_stage_mean():
     from smrnb.evaluate import extract_features
-    from smrnb.models import create_encoder
+    from smrnb.encoders import create_encoder
     torch.manual_seed(0)
     enc = create_encoder("itpn_toy").eval()
     x, y = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 0])

@@ -14,7 +14,7 @@ import torch
 from timm.models.swin_transformer import window_partition, window_reverse
 
 from smrnb.backbones.swin import create_swin, token_mask
-from smrnb.methods.greenmim import batch_mask
+from smrnb.backbones.group_attention import batch_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@
 # %% ../../nbs/20_convit.ipynb #c003
 from __future__ import annotations
 import math
-from ..models import from_preset
+from ..config import from_preset
 from functools import partial
 from typing import Optional, Sequence
 import torch

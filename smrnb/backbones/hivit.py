@@ -4,7 +4,7 @@
 
 # %% ../../nbs/19_hivit.ipynb #c003
 from __future__ import annotations
-from ..models import from_preset
+from ..config import from_preset
 from functools import partial
 from typing import Optional, Sequence
 import torch

@@ -4,14 +4,14 @@
 
 # %% ../../nbs/21_swin.ipynb #c003
 from __future__ import annotations
-from ..models import from_preset
+from ..config import from_preset
 from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ClassifierHead, PatchEmbed, trunc_normal_
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, SwinTransformerStage
-from ..methods.greenmim import GroupPlan, batch_mask, group_plan, group_window_attention, upsample_mask
+from .group_attention import GroupPlan, batch_mask, group_plan, group_window_attention, upsample_mask
 
 # %% auto #0
 __all__ = ['SWIN_PRESETS', 'token_mask', 'merge_visible', 'visible_block', 'SwinEncoder', 'create_swin']

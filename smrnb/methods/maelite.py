@@ -13,8 +13,7 @@ from ..analysis import _blocks, _layer_index, attention_logits
 
 # %% auto #0
 __all__ = ['capture_attention_logits', 'MAELITE_TINY', 'HeadMixer', 'attention_distill_loss', 'AttentionDistill', 'DMAEDistiller',
-           'reserve_layers', 'maelite_recipe', 'maelite_paper_numbers', 'plot_reserved_layers',
-           'plot_attention_by_depth']
+           'reserve_layers', 'maelite_recipe', 'plot_reserved_layers', 'plot_attention_by_depth']
 
 # %% ../../nbs/25_maelite.ipynb #c006
 capture_attention_logits = attention_logits   # one logits hook for the whole library: smrnb.analysis.attention_logits
@@ -149,14 +148,6 @@ def maelite_recipe(part: str) -> dict:
     "The values (without their sources) of one part of `MAELITE_TINY`: encoder, pretrain, distill or finetune."
     if part not in MAELITE_TINY: raise ValueError(f"unknown part {part!r}; valid options: {', '.join(MAELITE_TINY)}")
     return {k: v[0] for k, v in MAELITE_TINY[part].items()}
-
-# %% ../../nbs/25_maelite.ipynb #c025
-def maelite_paper_numbers():
-    "MAE-lite's published ViT-Tiny numbers (Tables 1, 3, 5; `smrnb/paper_numbers_maelite.csv`): table, row, metric, value, note."
-    import pandas as pd
-    from smrnb.report import paper_cells, PAPER_CSV
-    df = paper_cells(PAPER_CSV.with_name("paper_numbers_maelite.csv"))
-    return pd.DataFrame(dict(table=df.table.str.removeprefix("MAELITE-"), row=df.row, metric=df.metric, value=df.value, note=df.source))
 
 # %% ../../nbs/25_maelite.ipynb #c029
 def plot_reserved_layers(df, x: str = "layers", y: str = "top1", hue: str = "model", col: Optional[str] = "dataset"):

@@ -14,13 +14,16 @@ import torch.nn.functional as F
 from timm.layers import build_sincos2d_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
 from ..compress import compress
-from ..models import CompressionConfig
+from ..backbones.vit import CompressionConfig
 from ..targets import EMATeacher, cosine_momentum, _unwrap
+from ..backbones.vit import CompressedViT
+from .base import recon_loss, register_method
+from .masked import MaskedReconstruction
 
 # %% auto #0
 __all__ = ['pcae_momentum', 'progressive_schedule', 'surviving_positions', 'masked_complement', 'PCAETeacher', 'pcae_loss',
-           'gather_positions', 'PCAEDecoder', 'DropConfig', 'drop_ratio', 'drop_counts', 'forward_with_dropping',
-           'TokenDropping', 'dropping_throughput']
+           'gather_positions', 'PCAEDecoder', 'PCAE', 'DropConfig', 'drop_ratio', 'drop_counts',
+           'forward_with_dropping', 'TokenDropping', 'dropping_throughput']
 
 # %% ../../nbs/24_pcae.ipynb #c006
 def pcae_momentum(progress: float, base: float = 0.9999, end: float = 1.0) -> float:
@@ -64,7 +67,7 @@ class PCAETeacher(EMATeacher):
                  momentum: float = 0.9999, end_momentum: float = 1.0, whiten: bool = True):
         super().__init__(student_encoder, momentum, end_momentum, whiten)
         enc = self.encoder
-        if not hasattr(enc, "set_schedule"): raise TypeError("PCAETeacher needs a smrnb CompressedViT (smrnb.models.create_encoder)")
+        if not hasattr(enc, "set_schedule"): raise TypeError("PCAETeacher needs a smrnb CompressedViT (smrnb.encoders.create_encoder)")
         c = enc.cfg
         enc.cfg = CompressionConfig("ms", "block", c.prop_attn, c.split, c.class_token)   # drop after the whole block
         self.blocks, self.keep, self._k = tuple(blocks), keep, None
@@ -122,6 +125,43 @@ class PCAEDecoder(nn.Module):
         q = self.mask_token.to(y.dtype).expand(y.shape[0], positions.shape[1], -1) + pos[positions]
         z = torch.cat([y[:, :p], y[:, p:] + pos[visible], q], 1)
         return self.head(self.norm(self.blocks(z))[:, -positions.shape[1]:])
+
+# %% ../../nbs/24_pcae.ipynb #c030b
+@register_method("pcae", schedule=None, input_mask="drop", mask_ratio=0.75, target="pcae", loss="cosine", loss_on="masked",
+                 decoder_depth=2)
+class PCAE(MaskedReconstruction):
+    """PCAE as a method: MAE's student on the visible patches; the target is `PCAETeacher` (an EMA copy of the student, updated
+    after each step) on the masked patches, dropping tokens after blocks 0/4/8 (of 12: the same relative depths in a shallower
+    encoder); `PCAEDecoder` predicts the teacher's surviving positions, `1 - cosine` against its outputs."""
+    own_target = "pcae"
+
+    @classmethod
+    def check(cls, d: dict) -> None:
+        if d["target"] != "pcae" or d["input_mask"] != "drop" or d["schedule"] is not None:
+            raise ValueError("target='pcae' needs input_mask='drop' and schedule=None: the teacher encodes the dropped patches "
+                             "and the decoder pairs the student's visible tokens with their patches")
+        super().check(d)
+
+    def make_target(self) -> nn.Module:
+        enc = self.encoder
+        if not isinstance(enc, CompressedViT):
+            raise ValueError(f"PCAE needs a plain ViT encoder (its hooks and token dropping are ViT blocks'); arch={self.cfg.arch!r} "
+                             f"is {type(enc).__name__}")
+        n = len(enc.blocks)
+        return PCAETeacher(enc, **{"blocks": tuple(b * n // 12 for b in (0, 4, 8)), **self.cfg.target_kw})
+
+    def make_decoder(self) -> nn.Module:
+        c, enc = self.cfg, self.encoder
+        D = enc.embed_dim
+        return PCAEDecoder(enc.grid_size, D, self.target_dim, width=c.decoder_width or D, depth=c.decoder_depth,
+                           num_heads=c.decoder_heads or enc.num_heads, class_token=enc.num_prefix_tokens == 1)
+
+    def reconstruct(self, imgs, out, keep, mask) -> tuple:
+        "The teacher encodes the masked patches and names the positions it kept; the decoder predicts exactly those."
+        with torch.no_grad(): tgt, positions = self.target(imgs, masked_complement(keep, self.encoder.num_patches))
+        pred = self.decoder(out.x, keep, positions)
+        return recon_loss(pred, tgt, self.cfg.loss, self.cfg.beta), pred, tgt, dict(positions=positions)
+
 
 # %% ../../nbs/24_pcae.ipynb #c032
 @dataclass
