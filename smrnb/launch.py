@@ -4,25 +4,20 @@
 
 # %% ../nbs/14_launch.ipynb #c003
 from __future__ import annotations
-import functools, json, os, shutil, signal, socket, subprocess, sys, threading, time, traceback
+import json, os, shutil, signal, socket, subprocess, sys, threading, time, traceback
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 import submitit
-from .config import uses_bf16
-from .complexity import ViTShape, block_table, encoder_cost, hier_shape, measured_activation_bytes
-from .encoders import arch_family
-from .evaluate import FinetuneConfig, finetune_model
-from .evaluations import (EvalContext, check_eval_kw, eval_defaults, get_evaluation, split_eval_kw)
+from .evaluations import EvalContext, check_eval_kw, eval_defaults, get_evaluation
 from .experiments import get_experiment, run_configs, check_amendments, _literal
 from .fsdp import check_fsdp
-from .pretrain import Pretrainer
-from .train import RunDir, RunLocked, atomic_write_text, describe_holder, read_json, TrainConfig, setup_distributed, train
+from .jobplan import GPU_MEM_GB, print_plan
+from .runstate import _pid_alive, _proc_start, run_busy, run_state
+from .train import RunDir, RunLocked, atomic_write_text, describe_holder, TrainConfig, setup_distributed, train
 
 # %% auto #0
-__all__ = ['CLUSTERS', 'GPU_MEM_GB', 'BF16_ACT_BYTES', 'evaluate_run', 'harden_slurm_requeue', 'RunJob', 'job_alive', 'run_state',
-           'executor_params', 'make_executor', 'choose_cluster', 'measured_act_per_image', 'act_memory',
-           'LaunchInterrupted', 'run_busy', 'parse_seeds', 'parse_eval_set', 'plan', 'job_lines', 'print_plan',
-           'eval_summary', 'launch', 'status']
+__all__ = ['CLUSTERS', 'evaluate_run', 'harden_slurm_requeue', 'RunJob', 'executor_params', 'make_executor', 'choose_cluster',
+           'LaunchInterrupted', 'parse_seeds', 'parse_eval_set', 'plan', 'eval_summary', 'launch', 'status']
 
 # %% ../nbs/14_launch.ipynb #c006
 def _distributed(evaluate: str) -> bool:
@@ -106,93 +101,6 @@ class RunJob(submitit.helpers.Checkpointable):
                 atomic_write_text(run.path / "error.txt", f"{self.stage} failed at {time.strftime('%Y-%m-%d %H:%M:%S')}\n{traceback.format_exc()}")
             raise
 
-# %% ../nbs/14_launch.ipynb #c010
-def _proc_start(pid) -> str | None:
-    "The start time of process `pid` (clock ticks since boot, from /proc), to tell a live job from a reused pid."
-    try: return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, ValueError, IndexError): return None
-
-def _pid_alive(pid, start: str | None = None) -> bool:
-    try: os.kill(int(pid), 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    try:
-        if Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z": return False   # ended, not yet reaped
-    except (OSError, IndexError): pass
-    return start is None or _proc_start(pid) in (None, start)
-
-def job_alive(info: dict, key: str = "pretrain_job") -> tuple[bool | None, str]:
-    "Whether the job `info[key]` of a launch record is alive: True, False, or None (cannot be checked from here), and how we know."
-    job, cluster = info.get(key), info.get("cluster")
-    if job is None: return None, "no job recorded"
-    if cluster in ("local", "debug"):
-        host = info.get("host")
-        if host != socket.gethostname(): return None, f"launched on host {host or '?'}, cannot be checked from here"
-        pid, start = (info.get("launcher_pid"), info.get("launcher_start")) if cluster == "debug" else (job, info.get(f"{key}_start"))
-        try: return (True, f"process {pid} is alive") if _pid_alive(pid, start) else (False, f"process {pid} has ended")
-        except (TypeError, ValueError): return None, f"job id {job!r} is not a process id"
-    if cluster == "slurm":
-        if shutil.which("squeue") is None: return None, "no squeue on this machine to ask SLURM"
-        try: r = subprocess.run(["squeue", "-h", "-j", str(job), "-o", "%T"], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as e: return None, f"squeue failed ({e})"
-        states = r.stdout.split()
-        if r.returncode == 0 and states: return True, f"SLURM job {job} is {states[0]}"
-        if r.returncode and "Invalid job id" not in r.stderr: return None, f"squeue failed: {r.stderr.strip()[:100]}"
-        return False, f"SLURM job {job} has left the queue"
-    return None, f"unknown cluster {cluster!r}"
-
-def _last_step(p: Path) -> str:
-    try: rows = (p / "metrics.jsonl").read_bytes().decode("utf-8", errors="replace").splitlines()
-    except OSError: return ""
-    for l in reversed(rows):
-        try: r = json.loads(l); return f"step {r['step']}, loss {r['loss']:.4f}"
-        except (ValueError, KeyError, TypeError): continue
-    return "no complete metrics line yet" if rows else ""
-
-def run_state(run_dir, evaluate: str = "none", eval_kw: dict | None = None) -> tuple[str, str]:
-    "`(state, detail)` of a run (see above); never raises. With `eval_kw`, an eval.json made with other settings is pending."
-    p = Path(run_dir)
-    try: return _run_state(p, evaluate, eval_kw)
-    except Exception as e: return "unreadable", f"{p.name}: {type(e).__name__}: {e}"
-
-def _run_state(p: Path, evaluate: str, eval_kw: dict | None = None) -> tuple[str, str]:
-    held = None
-    if (p / "eval.json").exists():
-        try: ev = read_json(p / "eval.json")
-        except ValueError as e: return "unreadable", f"eval.json: {str(e).split(' is unreadable ', 1)[-1]}"
-        if not isinstance(ev, dict): return "unreadable", f"eval.json: holds a JSON {type(ev).__name__}, not an object"
-        held = ev.get("evaluate")
-        if held == evaluate and eval_kw is not None and "eval_kw" in ev and ev["eval_kw"] != eval_kw:
-            held = f"{evaluate} with other settings ({json.dumps(ev['eval_kw'], sort_keys=True)})"
-    done = (p / "done").exists()
-    if done and (evaluate == "none" or held == evaluate): return "done", ""
-    if (h := RunDir(p).holder()) is not None:
-        last = _last_step(p)
-        return ("evaluating" if h.get("what") == "evaluate" else "running"), describe_holder(h) + (f", {last}" if last and not done else "")
-    info, note = {}, ""
-    if (p / "launch.json").exists():
-        try: info = read_json(p / "launch.json"); info = info if isinstance(info, dict) else {}
-        except ValueError: note = " (launch.json unreadable)"
-    key = "eval_job" if done else "pretrain_job"
-    alive, how = job_alive(info, key) if info.get(key) is not None else (None, "")
-    if alive:
-        st = "queued" if " is PENDING" in how or " is CONFIGURING" in how else ("evaluating" if done else "running")
-        return st, how
-    if (p / "error.txt").exists():
-        lines = [l for l in (p / "error.txt").read_bytes().decode("utf-8", errors="replace").splitlines() if l.strip()]
-        return "failed", lines[-1] if lines else ""
-    if done:
-        return "evaluating", "pre-training done, " + (f"eval.json holds {held!r}, {evaluate} pending" if held else "evaluation pending") + (
-            f" (job {info.get('eval_job')}: {how})" if alive is False else "")
-    last = _last_step(p)
-    if alive is None and (info or note):
-        return "running", f"job {info.get('pretrain_job', '?')}" + (f", {last}" if last else "") + (f" (not verified: {how})" if how else "") + note
-    if alive is False or (p / "checkpoints").exists():
-        ck = RunDir(p).resume_ckpt()
-        return "interrupted", (f"{how}; " if how else "") + (f"{last}; " if last else "") + (
-            "launching again resumes from its checkpoint" if ck else "launching again starts it over")
-    return "not launched", ""
-
 # %% ../nbs/14_launch.ipynb #c013
 CLUSTERS = ("slurm", "local", "debug")
 
@@ -218,10 +126,6 @@ def make_executor(cluster: str, folder, params: dict):
     return ex
 
 # %% ../nbs/14_launch.ipynb #c014c
-GPU_MEM_GB = 80.0          # GPU memory the dry run checks against (H100 / A100 80GB), GiB
-BF16_ACT_BYTES = 2 * 1.2   # bytes per saved element under bf16 autocast: 2, +20% kept in fp32 (measured 1.13-1.19x on ViT-B)
-_BF16_NOTE = "bf16 autocast: 2 bytes per saved element +20% for what stays fp32"
-
 def choose_cluster(scale: str, cluster: str | None, dry_run: bool = False) -> tuple[str, str]:
     "`(cluster, note)`: the cluster to use when `cluster` may be missing, and a note to print when it was chosen here."
     if cluster is not None:
@@ -233,74 +137,10 @@ def choose_cluster(scale: str, cluster: str | None, dry_run: bool = False) -> tu
     raise ValueError("--scale paper needs --cluster: pass --cluster slurm to submit the jobs to SLURM, "
                      "or --cluster local to run them on this machine on purpose")
 
-@functools.lru_cache(maxsize=16)
-def measured_act_per_image(config_json: str, stage: str = "pretrain") -> float:
-    """Bytes (fp32) autograd saves for backward over one image (`complexity.measured_activation_bytes`): the `Pretrainer`'s
-    forward (`pretrain`) or the fine-tuning classifier's (`finetune`) of the config in `config_json`; cached per config.
-    For what the analytic model does not cover (iTPN's pyramid, Swin's windows): one CPU forward at the run's image size."""
-    import torch
-    c = TrainConfig.from_dict(json.loads(config_json)).resolved()
-    torch.manual_seed(0)
-    m = Pretrainer(c) if stage == "pretrain" else finetune_model(Pretrainer.build_encoder(c), 1000, 0.0, rpe=False)
-    class _Step(torch.nn.Module):       # measured_activation_bytes runs `forward_features`
-        def __init__(self): super().__init__(); self.m = m
-        def forward_features(self, x): return self.m(x)
-    return float(measured_activation_bytes(_Step(), torch.randn(1, 3, c.img_size, c.img_size)))
-
-def _measured_config(c) -> str:
-    "The student's part of config `c` as JSON, its teacher swapped for one that needs no file (the teacher saves nothing for backward)."
-    from dataclasses import asdict
-    d = {k: v for k, v in asdict(c).items() if k in ("method", "arch", "img_size", "mask_ratio", "schedule", "compressor", "placement",
-                                                     "prop_attn", "input_mask", "decoder_depth", "decoder_width", "decoder_heads",
-                                                     "fill", "loss_on", "norm_pix", "drop_path")}
-    return json.dumps(dict(d, target="ema" if c.method == "mfm" else "pixel"), sort_keys=True, default=list)
-
-def act_memory(config: dict, batch: int, stage: str = "pretrain", bf16: bool = True) -> tuple[float, str]:
-    "Estimated bytes of the activations one process keeps for backward over `batch` images at `stage` (pretrain|finetune), and what is counted."
-    c = TrainConfig.from_dict(config).resolved()
-    fam = arch_family(c.arch)
-    bpe = BF16_ACT_BYTES if bf16 else 4
-    if stage not in ("pretrain", "finetune"): raise ValueError(f"unknown stage {stage!r}; valid options: pretrain, finetune")
-    if fam == "swin" or (stage == "pretrain" and c.method == "mfm"):   # not in the analytic model (windows; iTPN's pyramid): measured
-        per = measured_act_per_image(_measured_config(c), stage)
-        part = "fine-tuning classifier" if stage == "finetune" else f"{c.method} student" + (" (backbone, pyramid, heads)" if c.method == "mfm" else "")
-        return per * bpe / 4 * batch, f"{c.arch} {c.img_size}px {part}, saved tensors measured on one CPU image"
-    s = ViTShape.from_arch(c.arch, c.img_size) if fam == "vit" else hier_shape(c.arch, c.img_size)   # HiViT/ConViT: the attention stage
-    if stage == "finetune":
-        return encoder_cost(s, None, bytes_per_elem=1).act_bytes * bpe * batch, f"encoder {c.arch} {c.img_size}px, no compression"
-    e = encoder_cost(s, c.schedule, c.compressor, c.placement, prop_attn=c.prop_attn, bytes_per_elem=1)
-    elems, n_out = e.act_bytes, e.counts[-1]
-    what = [f"encoder {c.arch} {c.img_size}px" + (f" schedule {c.schedule} {c.compressor}" if c.schedule else "")
-            + ("" if fam == "vit" else " (attention stage only; the stem is not counted)")]
-    D, P, N, cls = s.embed_dim, s.num_patches, s.num_tokens, int(s.class_token)
-    if c.input_mask == "drop":                  # the encoder sees the kept patches: its blocks scale with the tokens
-        keep = int(P * (1 - c.mask_ratio)); f = (keep + cls) / N; img = s.in_chans * s.img_size ** 2
-        elems, n_out = img + (elems - img) * f, round(n_out * f)
-        what.append(f"on the {keep} of {P} patches input masking keeps")
-    if c.decoder_depth:
-        w = c.decoder_width or D
-        ds = ViTShape(img_size=s.img_size, patch_size=s.patch_size, embed_dim=w, depth=c.decoder_depth,
-                      num_heads=c.decoder_heads or s.num_heads, in_chans=s.in_chans, class_token=s.class_token)
-        elems += n_out * D + block_table(ds).act_elems.sum() + N * (w + 2) + P * w
-        what.append(f"decoder {c.decoder_depth} blocks x {w} over {N} tokens")
-    else:
-        elems += P * D; what.append("linear head")
-    return float(elems * bpe * batch), ", ".join(what)
 
 # %% ../nbs/14_launch.ipynb #c016
 class LaunchInterrupted(Exception):
     "The launcher was interrupted (SIGINT/SIGTERM) and cancelled the jobs it had started."
-
-def run_busy(run_dir) -> str | None:
-    "Who is working on the run right now (a live lock holder, or a live job of its last local/SLURM launch), or None."
-    p = Path(run_dir)
-    if (h := RunDir(p).holder()) is not None: return describe_holder(h)
-    try: info = read_json(p / "launch.json") if (p / "launch.json").exists() else {}
-    except ValueError: return None
-    if not isinstance(info, dict) or info.get("cluster") not in ("local", "slurm"): return None
-    key = "eval_job" if (p / "done").exists() else "pretrain_job"
-    alive, how = job_alive(info, key) if info.get(key) is not None else (None, "")
-    return how if alive else None
 
 def parse_seeds(text) -> list | None:
     "`'0,1,2'` (the launcher's `--seeds`) -> `[0, 1, 2]`; `None` or `''` -> `None` (the configs' own seed)."
@@ -339,85 +179,6 @@ def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs
         r["state"], r["detail"] = run_state(r["config"]["run_dir"], r["evaluate"], r["eval_kw"])
         r["busy"] = run_busy(r["config"]["run_dir"]) if r["state"] != "done" else None
     return runs
-
-def _hms(minutes: int) -> str: return f"{minutes // 60}:{minutes % 60:02d}:00"
-
-def _n(k: int, word: str) -> str: return f"{k} {word}" + ("" if k == 1 else "es" if word.endswith("s") else "s")
-
-def _resources(p: dict) -> str:
-    n, g, t = p["nodes"], p["gpus_per_node"], p["tasks_per_node"]
-    return (f"{_n(n, 'node')} x {_n(g, 'GPU') if g else 'no GPU'}, {_n(t, 'task')} per node ({_n(n * t, 'process')}), "
-            f"{p['cpus_per_task']} CPUs per task" + (f", mem {p['mem_gb']} GB" if "mem_gb" in p else "") + f", time limit {_hms(p['timeout_min'])}")
-
-def _mem_line(r: dict, stage: str, per: int, p: dict, bf16: bool, gpu_mem_gb: float, warnings: list, fix: str) -> str:
-    b, what = act_memory(r["config"], per, stage, bf16)
-    if b != b: return f"      activations: {what}"   # NaN: no estimate
-    gib, unit = b / 2**30, "GPU" if p["gpus_per_node"] else "process"
-    line = f"      activations: ~{gib:.1f} GiB per {unit} ({per} images; {what}; {'bf16' if bf16 else 'fp32 (amp off)'})"
-    if not p["gpus_per_node"]: return line + "; a CPU job: no GPU memory check"
-    if gib > gpu_mem_gb: warnings.append(f"WARNING: {r['run_id']} {stage}: ~{gib:.1f} GiB of activations per GPU exceed the GPU's "
-                                         f"{gpu_mem_gb:g} GiB (--gpu-mem-gb), before weights and optimizer states: {fix}")
-    return line + f" of {gpu_mem_gb:g} GiB"
-
-def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_GB) -> tuple[list, list]:
-    "`(lines, warnings)` describing the jobs `launch` would submit for run `r`: resources, parameters, batch, peak lr, activation memory."
-    lines, warnings = [], []
-    if r["busy"]: return [f"    skip: {r['state']} ({r['busy']})"], []
-    world = params["nodes"] * params["tasks_per_node"]
-    unit = "GPU" if params["gpus_per_node"] else "process"
-    if not (Path(r["config"]["run_dir"]) / "done").exists():
-        cfg = TrainConfig.from_dict(r["config"])
-        per, bad = divmod(cfg.batch_size, world)
-        how = f"lr {cfg.lr:g} as set" if cfg.lr is not None else f"blr {cfg.blr:g} x {cfg.batch_size} / 256"
-        lines += [f"    pre-training job: {_resources(params)}", f"      submitit: {json.dumps(params)}",
-                  f"      batch: {cfg.batch_size} total = {per} per {unit} x {_n(world, unit)}; peak lr {cfg.peak_lr:.4g} ({how}); {cfg.epochs} epochs"]
-        if bad: warnings.append(f"WARNING: {r['run_id']} pre-training: batch_size {cfg.batch_size} is not divisible by the {world} processes: "
-                                "the trainer refuses it")
-        bf16 = uses_bf16(cfg.amp, params["gpus_per_node"] > 0)
-        lines.append(_mem_line(r, "pretrain", per, params, bf16, gpu_mem_gb, warnings, "lower batch_size or use more GPUs (nodes)"))
-    if r["evaluate"] != "none":
-        after = "afterok on the pre-training job" if cluster == "slurm" else "after its pre-training, the launcher waits"
-        lines += [f"    evaluation job ({r['evaluate']}, {after}): {_resources(params)}", f"      submitit: {json.dumps(params)}"]
-        kw = r.get("eval_kw") or {}
-        if r["evaluate"] != "none" and get_evaluation(r["evaluate"]).finetunes:
-            ft_kw, own = split_eval_kw(r["evaluate"], kw)
-            ft = FinetuneConfig.from_dict(ft_kw)
-            bs, acc = ft.batch_size, ft.accum_iter
-            how = f"lr {ft.lr:g} as set" if ft.lr is not None else f"blr {ft.blr:g} x {bs} / 256"
-            micro, bad = divmod(bs, world * acc)
-            lines.append(f"      fine-tuning: {ft.epochs} epochs; batch {bs} total = {bs // world} per {unit} x "
-                         f"{_n(world, unit)}, accum_iter {acc} (micro-batch {micro}); peak lr {ft.peak_lr:.4g} ({how})")
-            lines.append(f"      recipe: warm-up {ft.warmup_epochs:g} epochs, min lr {ft.min_lr:g}, layer decay {ft.layer_decay:g}, weight decay "
-                         f"{ft.weight_decay:g}, betas {tuple(ft.betas)}, drop path {ft.drop_path:g}, label smoothing {ft.label_smoothing:g}, "
-                         f"{ft.auto_augment}, erasing {ft.re_prob:g}, mixup {ft.mixup:g} / cutmix {ft.cutmix:g}, RPE {'on' if ft.rpe else 'off'}")
-            if (describe := get_evaluation(r["evaluate"]).describe) is not None: lines += describe(own, ft)
-            if bad: warnings.append(f"WARNING: {r['run_id']} finetune: batch_size {bs} is not divisible by {world} processes x accum_iter {acc}")
-            amp = kw.get("amp", "auto")
-            lines.append(_mem_line(r, "finetune", micro, params, uses_bf16(amp, params["gpus_per_node"] > 0),
-                                   gpu_mem_gb, warnings, "raise accum_iter (eval_kw) or use more GPUs (nodes)"))
-        else:
-            lines.append(f"      {r['evaluate']}: {json.dumps(kw)}; not a training job, no activation estimate")
-    return lines, warnings
-
-def print_plan(runs, cluster, params, file=sys.stdout, gpu_mem_gb: float = GPU_MEM_GB):
-    "What would be submitted: runs, configs, and per job its resources, submitit/sbatch parameters, batch, peak lr and activation memory."
-    todo = [r for r in runs if r["state"] != "done"]
-    print(f"{len(runs)} runs, {len(todo)} to launch on cluster={cluster}; job parameters: {json.dumps(params)}", file=file)
-    print(f"activation memory per GPU: an estimate from smrnb.complexity's analytic counts ({_BF16_NOTE}); pre-training counts the "
-          f"encoder (at its schedule and input masking) and the decoder, fine-tuning the encoder without compression at its micro-batch; "
-          f"not counted: weights, gradients, AdamW states, the teacher (weights; its no-grad forward keeps nothing), the loss, CUDA "
-          f"workspace; checked against --gpu-mem-gb {gpu_mem_gb:g} GiB", file=file)
-    warnings = []
-    for r in runs:
-        paper = r.get("paper") or {}
-        pn = f" paper {paper.get('table')} {paper.get('metric')}={paper.get('value')}" if paper else ""
-        print(f"- {r['run_id']:28s} [{r['state']}] then {r['evaluate']}{pn}\n    run_dir: {r['config']['run_dir']}", file=file)
-        if r["state"] == "done": continue
-        print(f"    config: {json.dumps(r['config'], sort_keys=True)}", file=file)
-        lines, w = job_lines(r, cluster, params, gpu_mem_gb)
-        for l in lines + w: print(l, file=file)
-        warnings += w
-    print(f"{len(warnings)} WARNING(s): see above" if warnings else f"memory: every job's activation estimate fits {gpu_mem_gb:g} GiB per GPU", file=file)
 
 def _check_writable(root: Path) -> None:
     try:
@@ -503,6 +264,68 @@ def _check_fsdp_runs(runs, params: dict) -> None:
         try: check_fsdp(TrainConfig.from_dict(r["config"]), world, "cuda" if params["gpus_per_node"] else "cpu")
         except ValueError as e: raise ValueError(f"{r['run_id']}: {e}") from None
 
+def _job(r: dict, stage: str) -> RunJob:
+    return RunJob(r["config"], stage, r["evaluate"], r.get("eval_kw"), amend=r.get("amend", False))
+
+def _submit_slurm(ex, todo: list, pre: list, post: list, params: dict, root: Path, file) -> list:
+    "Pre-training as one job array, each evaluation a job that depends on its pre-training (`afterok`); launch.json per run."
+    with ex.batch():
+        jobs = [ex.submit(_job(r, "pretrain")) for r in pre]
+    byrun, submitted = {r["run_id"]: j for r, j in zip(pre, jobs)}, []
+    for r in post:                        # an evaluation job gets its pre-training's resources (fine-tuning uses them all)
+        e = make_executor("slurm", root / "%j", params)
+        if r["run_id"] in byrun: e.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{byrun[r['run_id']].job_id}"})
+        byrun[r["run_id"] + "/eval"] = e.submit(_job(r, "evaluate"))
+    for r in todo:
+        info = _launch_info("slurm", root, pretrain_job=byrun.get(r["run_id"]), eval_job=byrun.get(r["run_id"] + "/eval"))
+        atomic_write_text(Path(r["config"]["run_dir"]) / "launch.json", json.dumps(info))
+        submitted.append(dict(run_id=r["run_id"], **info))
+        print(f"{r['run_id']}: pre-train job {info['pretrain_job']}, eval job {info['eval_job']} -> {r['config']['run_dir']}", file=file)
+    return submitted
+
+def _run_here(ex, cluster: str, exp_name: str, todo: list, pre: list, post: list, parallel: int, root: Path, file) -> list:
+    "local / debug: the runs one after the other (or `parallel` at a time), each evaluation after its pre-training; Ctrl-C cancels."
+    pending, failures, in_flight, submitted = list(todo), [], [], []
+    local = cluster == "local"
+    def start(r, stage):
+        with _sigint_ignored(local): j = ex.submit(_job(r, stage))
+        in_flight.append(j); return j
+    def finish(r, j, what):
+        try: res = j.result()
+        except Exception as e:                   # the job failed (a KeyboardInterrupt leaves it in flight, to be cancelled)
+            in_flight.remove(j)
+            why = _failure(e, r); failures.append(f"{r['run_id']} ({what}): {why}")
+            print(f"{r['run_id']}: {what} failed: {why}", file=file, flush=True); return None, why
+        in_flight.remove(j); return res, None
+    def record(r, info): atomic_write_text(Path(r["config"]["run_dir"]) / "launch.json", json.dumps(info))
+    with _sigterm_interrupts():
+        try:
+            while pending:
+                batch, pending = pending[:parallel], pending[parallel:]
+                jobs = []
+                for r in batch:
+                    j = start(r, "pretrain") if r in pre else None
+                    info = _launch_info(cluster, root, pretrain_job=j); record(r, info)
+                    print(f"{r['run_id']}: pre-train job {info['pretrain_job']} -> {r['config']['run_dir']}", file=file, flush=True)
+                    jobs.append((r, j, info))
+                for r, j, info in jobs:
+                    if j is not None and finish(r, j, "pre-training")[1] is not None: continue
+                    if r in post:
+                        e = start(r, "evaluate")
+                        info.update({k: v for k, v in _launch_info(cluster, root, eval_job=e).items() if k.startswith("eval_job")}); record(r, info)
+                        res, why = finish(r, e, r["evaluate"])
+                        if why is not None: continue
+                        print(f"{r['run_id']}: {r['evaluate']} {json.dumps(eval_summary(res))}", file=file, flush=True)
+                    submitted.append(dict(run_id=r["run_id"], **info))
+        except KeyboardInterrupt:
+            ids = _cancel(list(in_flight))
+            raise LaunchInterrupted(f"interrupted: " + (f"cancelled job(s) {', '.join(ids)}; " if ids else "") +
+                                    f"every run keeps its last checkpoint, and launching {exp_name} again resumes them") from None
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(todo)} runs failed (the others went on): " + "; ".join(failures) +
+                           ". Each run's error.txt holds the traceback; launching again retries them")
+    return submitted
+
 def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overrides: dict | None = None, dry_run: bool = False,
            runs_root: str | None = None, partition: str | None = None, parallel: int = 1, wait: bool | None = None, file=sys.stdout,
            amend: dict | None = None, gpu_mem_gb: float = GPU_MEM_GB, eval_overrides: dict | None = None, seeds=None) -> list:
@@ -529,65 +352,8 @@ def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overr
     ex = make_executor(cluster, root / "%j", params)
     pre = [r for r in todo if not (Path(r["config"]["run_dir"]) / "done").exists()]
     post = [r for r in todo if r["evaluate"] != "none"]
-    job = lambda r, stage: RunJob(r["config"], stage, r["evaluate"], r.get("eval_kw"), amend=r.get("amend", False))
-    submitted = []
-    if cluster == "slurm":
-        with ex.batch():
-            jobs = [ex.submit(job(r, "pretrain")) for r in pre]
-        byrun = {r["run_id"]: j for r, j in zip(pre, jobs)}
-        for r in post:                        # an evaluation job gets its pre-training's resources (fine-tuning uses them all)
-            e = make_executor(cluster, root / "%j", params)
-            if r["run_id"] in byrun: e.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{byrun[r['run_id']].job_id}"})
-            byrun[r["run_id"] + "/eval"] = e.submit(job(r, "evaluate"))
-        for r in todo:
-            info = _launch_info(cluster, root, pretrain_job=byrun.get(r["run_id"]), eval_job=byrun.get(r["run_id"] + "/eval"))
-            atomic_write_text(Path(r["config"]["run_dir"]) / "launch.json", json.dumps(info))
-            submitted.append(dict(run_id=r["run_id"], **info))
-            print(f"{r['run_id']}: pre-train job {info['pretrain_job']}, eval job {info['eval_job']} -> {r['config']['run_dir']}", file=file)
-        return submitted
-    # local / debug: one run after the other (or `parallel` at a time), evaluation after its pre-training
-    pending, failures, in_flight = list(todo), [], []
-    local = cluster == "local"
-    def start(r, stage):
-        with _sigint_ignored(local): j = ex.submit(job(r, stage))
-        in_flight.append(j); return j
-    def finish(r, j, what):
-        try: res = j.result()
-        except Exception as e:                   # the job failed (a KeyboardInterrupt leaves it in flight, to be cancelled)
-            in_flight.remove(j)
-            why = _failure(e, r); failures.append(f"{r['run_id']} ({what}): {why}")
-            print(f"{r['run_id']}: {what} failed: {why}", file=file, flush=True); return None, why
-        in_flight.remove(j); return res, None
-    with _sigterm_interrupts():
-        try:
-            while pending:
-                batch, pending = pending[:parallel], pending[parallel:]
-                jobs = []
-                for r in batch:
-                    j = start(r, "pretrain") if r in pre else None
-                    info = _launch_info(cluster, root, pretrain_job=j)
-                    atomic_write_text(Path(r["config"]["run_dir"]) / "launch.json", json.dumps(info))
-                    print(f"{r['run_id']}: pre-train job {info['pretrain_job']} -> {r['config']['run_dir']}", file=file, flush=True)
-                    jobs.append((r, j, info))
-                for r, j, info in jobs:
-                    if j is not None and finish(r, j, "pre-training")[1] is not None: continue
-                    if r in post:
-                        e = start(r, "evaluate")
-                        info.update({k: v for k, v in _launch_info(cluster, root, eval_job=e).items() if k.startswith("eval_job")})
-                        atomic_write_text(Path(r["config"]["run_dir"]) / "launch.json", json.dumps(info))
-                        res, why = finish(r, e, r["evaluate"])
-                        if why is not None: continue
-                        summary = eval_summary(res)
-                        print(f"{r['run_id']}: {r['evaluate']} {json.dumps(summary)}", file=file, flush=True)
-                    submitted.append(dict(run_id=r["run_id"], **info))
-        except KeyboardInterrupt:
-            ids = _cancel(list(in_flight))
-            raise LaunchInterrupted(f"interrupted: " + (f"cancelled job(s) {', '.join(ids)}; " if ids else "") +
-                                    f"every run keeps its last checkpoint, and launching {exp_name} again resumes them") from None
-    if failures:
-        raise RuntimeError(f"{len(failures)} of {len(todo)} runs failed (the others went on): " + "; ".join(failures) +
-                           ". Each run's error.txt holds the traceback; launching again retries them")
-    return submitted
+    if cluster == "slurm": return _submit_slurm(ex, todo, pre, post, params, root, file)
+    return _run_here(ex, cluster, exp_name, todo, pre, post, parallel, root, file)
 
 def status(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, file=sys.stdout,
            eval_overrides: dict | None = None, seeds=None) -> list:

@@ -15,7 +15,7 @@ from .train import TrainConfig
 from .encoders import arch_family
 from .experiments import CLIP_B, CLIP_L, scale_schedule
 from .pretrain import METHOD_DEFAULTS
-from .launch import act_memory, BF16_ACT_BYTES
+from .jobplan import act_memory, BF16_ACT_BYTES
 
 # %% auto #0
 __all__ = ['GPU_80GB_GIB', 'RESERVE_GIB', 'plan_config', 'param_counts', 'activation_bytes', 'measured_saved_bytes', 'MemoryPlan',

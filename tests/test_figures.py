@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from smrnb.figures import paper_figures, find_trained_encoder, finished_runs
-from smrnb.report import FIXTURE_RUNS
+from smrnb.results import FIXTURE_RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
 PNGS = {"diversity": "pcae_fig3_diversity.png", "attention": "maelite_fig3_attention.png", "cka": "maelite_fig4_cka.png"}

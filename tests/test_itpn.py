@@ -124,11 +124,11 @@ def test_itpn_linear_probe_feature_is_the_last_stage_mean():
 
 
 def test_launcher_memory_estimate_plans_itpn():
-    from smrnb.launch import act_memory
+    from smrnb.jobplan import act_memory
     for stage in ("pretrain", "finetune"):
         b, what = act_memory(dict(method="mfm", arch="itpn_base", img_size=224), 64, stage)
         assert math.isfinite(b) and b > 0 and "itpn_base" in what, (stage, b, what)
-    from smrnb.launch import measured_act_per_image, _measured_config, BF16_ACT_BYTES
+    from smrnb.jobplan import measured_act_per_image, _measured_config, BF16_ACT_BYTES
     from smrnb.train import TrainConfig
     cfg = dict(method="mfm", arch="itpn_toy", img_size=32)
     b, what = act_memory(cfg, 8, "pretrain")                          # MFM: measured, the pyramid included

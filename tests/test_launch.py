@@ -124,7 +124,7 @@ def test_pcae_and_maelite_run_through_the_launcher(tmp_path, toy):
 def test_pcae_token_dropping_runs_through_the_launcher(tmp_path, toy):
     """PCAE's Table 5 at tiny scale: the pre-trained run is fine-tuned without and with dropping (two checkpoints), the drop
     ratio reaches its target (warm-up / 50), inference is timed both ways, and the report shows the two cells."""
-    from smrnb.report import report_table
+    from smrnb.compare import report_table
     r = run("--exp", "pcae_dropping", "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy),
             "--eval-set", "batch_size=4", "--eval-set", "num_workers=0", "--eval-set", "throughput_batch=2", "--eval-set", "throughput_iters=1")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -186,7 +186,8 @@ def test_itpn_speed_runs_through_the_launcher(tmp_path, toy):
     """Fast-iTPN's Figure 5 at tiny scale: fast_itpn_toy pre-trains with MFM, is fine-tuned once, and every Figure 5 setting is
     applied to the fine-tuned classifier: its top-1, its tokens and its inference speed against the plain model, in the report."""
     from smrnb.methods.itpn import FIG5_SETTINGS
-    from smrnb.report import report_table, acceleration_frame
+    from smrnb.compare import report_table
+    from smrnb.report import acceleration_frame
     r = run("--exp", "itpn_speed", "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy),
             "--eval-set", "batch_size=4", "--eval-set", "num_workers=0", "--eval-set", "throughput_batch=2", "--eval-set", "throughput_iters=1")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -215,7 +216,7 @@ def test_itpn_table1_counts_the_fine_tuning_models(tmp_path, toy):
     """iTPN's Table 1 at tiny scale: a 5-step MFM timing run of itpn_toy, then the complexity evaluation counts the
     fine-tuning classifier's parameters and GMACs (FlopCounterMode) for any backbone; the report puts them beside 79 M / 17.8 G."""
     from smrnb.complexity import classifier_cost
-    from smrnb.report import report_table
+    from smrnb.compare import report_table
     r = run("--exp", "itpn_table1", "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy))
     assert r.returncode == 0, r.stdout + r.stderr
     want = classifier_cost("itpn_toy", img_size=32)

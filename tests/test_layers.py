@@ -18,8 +18,10 @@ FLOORS = [
     ("train", ["smrnb.fsdp", "smrnb.train"]),
     ("evaluation tools", ["smrnb.evaluate", "smrnb.complexity", "smrnb.tiny", "smrnb.teacher"]),
     ("evaluations", ["smrnb.evaluations"]),
-    ("experiments", ["smrnb.experiments"]),
-    ("launch", ["smrnb.launch"]),
+    ("experiments", ["smrnb.experiments.base", "smrnb.experiments.smr", "smrnb.experiments.greenmim", "smrnb.experiments.pcae",
+                     "smrnb.experiments.maelite", "smrnb.experiments.itpn", "smrnb.experiments"]),
+    ("launch", ["smrnb.runstate", "smrnb.jobplan", "smrnb.launch"]),
+    ("report", ["smrnb.results", "smrnb.compare"]),
     ("top", ["smrnb.report", "smrnb.scale", "smrnb.figures", "smrnb.demo"]),
 ]
 FLOOR = {m: i for i, (_, ms) in enumerate(FLOORS) for m in ms}

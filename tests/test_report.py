@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from smrnb.experiments import EXPERIMENTS
-from smrnb.report import build_report, report_table, display_columns, _fake_run, _num, FIXTURE_RUNS, REPO
+from smrnb.report import build_report
+from smrnb.compare import report_table, display_columns, _num
+from smrnb.results import _fake_run, FIXTURE_RUNS, REPO
 
 
 class Cells(HTMLParser):

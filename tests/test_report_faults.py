@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from smrnb.report import (FIXTURE_RUNS, build_report, report_table, fmt_table, save_table, compactness_frame, compactness_table,
-                          _fake_run, _num)
+from smrnb.results import FIXTURE_RUNS, _fake_run
+from smrnb.report import build_report, compactness_frame, compactness_table
+from smrnb.compare import report_table, fmt_table, save_table, _num
 
 BAD_BYTES = b"step 1 \xff\xfe\xfa not utf-8\n"
 
