@@ -257,7 +257,7 @@ def _launch_info(cluster: str, root: Path, **jobs) -> dict:
                 folder=str(root), time=time.strftime("%Y-%m-%d %H:%M:%S"))
 
 def _check_fsdp_runs(runs, params: dict) -> None:
-    "Refuse, before any job, a run with `fsdp=True` that its job would refuse (`scale.check_fsdp`) on these resources."
+    "Refuse, before any job, a run with `fsdp=True` that its job would refuse (`fsdp.check_fsdp`) on these resources."
     world = params["nodes"] * params["tasks_per_node"]
     for r in runs:
         if not r["config"].get("fsdp"): continue
