@@ -4,16 +4,13 @@
 
 # %% ../nbs/04_complexity.ipynb #c003
 from __future__ import annotations
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 import pandas as pd
 import torch
 from .backbones.vit import resolve_arch, CompressionConfig
-from .config import parse_schedule, token_counts, unknown_name
-from .backbones.hivit import HIVIT_PRESETS, HiViT
-from .backbones.convit import CONVIT_PRESETS, ConViT
-from .backbones.itpn import ITPN_PRESETS, ITPN
+from .config import parse_schedule, token_counts
 from .compress import TokenState
-from .encoders import create_encoder, hier_config, HIER_ALIASES
+from .encoders import create_encoder, hier_config
 from .evaluate import finetune_model
 
 # %% auto #0

@@ -290,9 +290,8 @@ def arch_geometry(arch: str, img_size: Optional[int] = None) -> dict:
         c.update(presets[ENCODER_ALIASES.get(arch, arch)])
         p, img, depth, cls = c["patch_size"] * 2 ** (len(c["depths"]) - 1), img_size or c["img_size"], 0, False
     elif fam == "itpn":         # HiViT's geometry; no schedule applies (depth 0, as for Swin)
-        c = {k: v.default for k, v in inspect.signature(HiViT.__init__).parameters.items() if v.default is not inspect.Parameter.empty}
-        c.update(ITPN_PRESETS[arch])
-        p, img, depth, cls = c["patch_size"], img_size or c["img_size"], 0, False
+        _, c = hier_config(arch, img_size)
+        p, img, depth, cls = c["patch_size"], c["img_size"], 0, False
     else:                       # the attention stage: HiViT's patches, or ConViT's third stage (its patch sizes multiplied)
         _, c = hier_config(ENCODER_ALIASES.get(arch, arch), img_size)
         p, img, cls = (c["patch_size"], c["img_size"], False) if fam == "hivit" else (math.prod(c["patch_sizes"]), c["img_size"], False)

@@ -4,17 +4,15 @@
 
 # %% ../../nbs/26_itpn.ipynb #c003
 from __future__ import annotations
-import copy, time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Mlp, SwiGLU, trunc_normal_
 from timm.models.vision_transformer import Block
-from .hivit import HiViT, MlpBlock, gather_tokens, keep_from_mask
+from .hivit import HiViT, MlpBlock, gather_tokens
 from ..compress import bipartite_match
 from ..config import from_preset, spread_counts
 

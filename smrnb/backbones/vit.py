@@ -4,13 +4,11 @@
 
 # %% ../../nbs/02_vit.ipynb #c003
 from __future__ import annotations
-import difflib, math, re
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-import timm
 from timm.layers import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 from ..compress import METHODS, TokenState, compress, owner_from_source, source_from_owner, take

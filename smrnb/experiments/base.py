@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, fields
 import pandas as pd
 from typing import Union
 from ..config import parse_schedule, token_counts, spread_counts, fit_counts
-from ..backbones.vit import resolve_arch
 from ..pretrain import METHOD_DEFAULTS
 from ..train import TrainConfig, AMENDABLE_KEYS
 from ..tiny import tiny_config

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from ..backbones.hivit import gather_tokens, keep_from_mask
-from ..backbones.itpn import ITPN, ITPNOutput, create_itpn
+from ..backbones.itpn import ITPN, ITPNOutput
 from ..backbones.itpn import ITPN_PRESETS
 from ..targets import make_target, pixel_target
 from .base import Pretrainer, random_masking, register_method

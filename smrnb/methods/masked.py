@@ -10,8 +10,7 @@ from ..backbones.vit import CompressedViT
 from ..decoder import Decoder
 from ..targets import FrozenTeacher
 from .maelite import AttentionDistill
-from .base import (PretrainConfig, Pretrainer, batch_masking, random_masking, recon_loss, register_method,
-                                METHOD_DEFAULTS)
+from .base import PretrainConfig, Pretrainer, batch_masking, random_masking, recon_loss, register_method
 
 # %% auto #0
 __all__ = ['MASKED_METHODS', 'MaskedReconstruction', 'DMAE']
