@@ -1,7 +1,7 @@
 """Largest per-GPU pre-training batch, SMR vs SD, at ViT-L and ViT-H on an 80 GB GPU, and what the 10B model needs.
 
 Analytic (always): `smrnb.scale.largest_batch`, the per-GPU memory of a training step of `smrnb.train` from the analytic
-cost model (`nbs/16_scale.ipynb`: parameters counted exactly, activations checked against what autograd keeps), bf16,
+cost model (`nbs/34_scale.ipynb`: parameters counted exactly, activations checked against what autograd keeps), bf16,
 for one GPU without sharding and for `--world` GPUs with DDP or FSDP, each with and without activation checkpointing.
 
 Measured (CUDA only; `--no-measure` skips it): the largest batch one GPU trains, by a doubling then binary search over

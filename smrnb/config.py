@@ -4,13 +4,13 @@
 
 # %% ../nbs/00_config.ipynb #c003
 from __future__ import annotations
-import difflib, math, re
+import difflib, importlib, math, pkgutil, re, sys
 from typing import Sequence
 from .compress import METHODS, max_removable
 
 # %% auto #0
 __all__ = ['parse_schedule', 'token_counts', 'spread_counts', 'fit_counts', 'bottleneck_blocks', 'unknown_name', 'from_preset',
-           'uses_bf16']
+           'uses_bf16', 'import_rest']
 
 # %% ../nbs/00_config.ipynb #c006
 def parse_schedule(spec, depth: int) -> list[int]:
@@ -105,3 +105,12 @@ def from_preset(presets: dict, arch: str, what: str, **kwargs) -> dict:
 def uses_bf16(amp: str, on_gpu: bool) -> bool:
     "Whether a run with this `amp` setting computes in bf16 autocast: `'bf16'` always, `'auto'` on a GPU only, `'off'` never."
     return amp == "bf16" or (amp == "auto" and on_gpu)
+
+# %% ../nbs/00_config.ipynb #c045
+def import_rest(package: str) -> list[str]:
+    "Import the modules of package `package` (a name, e.g. `smrnb.evaluations`) not imported yet, in name order; `_private` ones are left out."
+    path = importlib.import_module(package).__path__   # from a package's own __init__: the module being initialised
+    todo = [f"{package}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
+    todo = [name for name in todo if name not in sys.modules]
+    for name in todo: importlib.import_module(name)
+    return todo

@@ -1,4 +1,4 @@
-"""Independent checks of `smrnb.analysis` (the notebook `nbs/22_analysis.ipynb` holds the known-value tests).
+"""Independent checks of `smrnb.analysis` (the notebook `nbs/03_analysis.ipynb` holds the known-value tests).
 
 - the public signatures that are checked from outside the repository;
 - entropy and distance against plain loops over images, heads, queries and keys (CLS dropped and renormalised);

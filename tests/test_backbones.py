@@ -1,4 +1,4 @@
-"""Slower checks of the HiViT and ConViT backbones (nbs/19_hivit.ipynb, nbs/20_convit.ipynb): the real 224 / 14x14 geometry
+"""Slower checks of the HiViT and ConViT backbones (nbs/07_hivit.ipynb, nbs/08_convit.ipynb): the real 224 / 14x14 geometry
 at narrow widths, MAE-style random masks, gradients, a few optimisation steps, bf16 autocast, state-dict round trips and the
 base presets on the meta device. CPU only; a few seconds in all."""
 import io

@@ -7,7 +7,7 @@
 (c) fsdp=True on one process, or with bf16 on CPU, is refused with what to do, before the run directory is touched.
 (d) A hierarchical encoder (HiViT, SMR-compressed) sharded on 2 processes ends where its unsharded run ends; an iTPN
     pre-trained with MFM and its EMA teacher ends where DDP on the same 2 processes ends (Swin is refused by `check_fsdp`:
-    nbs/10a_fsdp.ipynb).
+    nbs/20_fsdp.ipynb).
 
 Why the runs can agree: drop path is 0 (its masks come from per-process RNG streams, which differ between 1 and 2
 processes), SMR's TM compressor is deterministic, the data order and each image's augmentation are seeded by (seed,

@@ -1,4 +1,4 @@
-"""Slower checks of `smrnb.backbones.group_attention` (the notebook `nbs/18_greenmim.ipynb` holds the quick ones).
+"""Slower checks of `smrnb.backbones.group_attention` (the notebook `nbs/06_group_attention.ipynb` holds the quick ones).
 
 - `optimal_grouping` is never costlier (Eq. 8) than the paper's Algorithm 1 on many batch-wise masks:
   Swin stages 1-3 at 224 px, regular and shifted windows, mask ratios 0.5 / 0.75 / 0.9, Swin-T and

@@ -1,4 +1,4 @@
-"""Slower checks of `smrnb.backbones.swin` (the notebook `nbs/21_swin.ipynb` holds the quick ones).
+"""Slower checks of `smrnb.backbones.swin` (the notebook `nbs/09_swin.ipynb` holds the quick ones).
 
 - On Swin-B's geometry at 224 px (grids 56/28/14/7, window 7, so the 8x8-token mask cells do not line up with the
   windows; the last stage has one unshifted window) at a tiny width, `forward_visible` equals the dense timm stages
