@@ -56,7 +56,9 @@ def _blocks(model: nn.Module):
 def _layer_index(i: int, depth: int) -> int:
     "0-based block index; negative counts from the end."
     j = int(i) + depth if int(i) < 0 else int(i)
-    if not 0 <= j < depth: raise ValueError(f"layer {i} out of range for a ViT with {depth} blocks")
+    if not 0 <= j < depth:
+        raise ValueError(f"layer {i} out of range for a ViT with {depth} blocks: layers count from 0 (0..{depth - 1}), or from the end "
+                         f"(-1 = the last); a paper's 1-based block k is k - 1")
     return j
 
 def _run(model: nn.Module, x: torch.Tensor):

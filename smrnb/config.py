@@ -9,8 +9,8 @@ from typing import Sequence
 from .compress import METHODS, max_removable
 
 # %% auto #0
-__all__ = ['parse_schedule', 'token_counts', 'spread_counts', 'fit_counts', 'bottleneck_blocks', 'unknown_name', 'from_preset',
-           'uses_bf16', 'import_rest']
+__all__ = ['MODEL_CHANGES', 'parse_schedule', 'token_counts', 'spread_counts', 'fit_counts', 'bottleneck_blocks', 'unknown_name',
+           'from_preset', 'uses_bf16', 'import_rest', 'register_model_change', 'model_changes']
 
 # %% ../nbs/00_config.ipynb #c006
 def parse_schedule(spec, depth: int) -> list[int]:
@@ -114,3 +114,14 @@ def import_rest(package: str) -> list[str]:
     todo = [name for name in todo if name not in sys.modules]
     for name in todo: importlib.import_module(name)
     return todo
+
+# %% ../nbs/00_config.ipynb #c049
+MODEL_CHANGES: list = []   # (compiled pattern over state-dict keys, what changed and why)
+
+def register_model_change(pattern: str, what: str) -> None:
+    "Record that state-dict keys matching the regex `pattern` changed (`what`: the change and its reason); registering it again is a no-op."
+    if not any(p.pattern == pattern for p, _ in MODEL_CHANGES): MODEL_CHANGES.append((re.compile(pattern), what))
+
+def model_changes(keys) -> list[str]:
+    "The registered changes that explain any of the missing or unexpected state-dict `keys`."
+    return [what for p, what in MODEL_CHANGES if any(p.search(k) for k in keys)]

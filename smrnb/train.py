@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .pretrain import PretrainConfig, Pretrainer
 from .targets import EMATeacher
 from .data import ManifestDataset, pretrain_transform, normalize_batch
-from .config import uses_bf16
+from .config import uses_bf16, model_changes
 from . import fsdp   # called as fsdp.shard_model etc. (the tests record those calls)
 
 # %% auto #0
@@ -232,7 +232,11 @@ def load_model_state(model, sd: dict) -> None:
     "Load `model_state` output: only target weights may be absent."
     res = model.load_state_dict(sd, strict=False)
     missing = [k for k in res.missing_keys if not k.startswith(("target.", "distill.teacher."))]
-    if missing or res.unexpected_keys: raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}")
+    if missing or res.unexpected_keys:
+        why = model_changes(missing + res.unexpected_keys)   # a change to the model since the checkpoint was written
+        raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}" + (
+            f". The model changed since it was written: {'; '.join(why)}. This version cannot resume or evaluate it: launch the run "
+            "again in a new run directory (or use the smrnb version that wrote it)" if why else ""))
 
 def _rng_state():
     return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -541,7 +545,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
             loss.backward()
             if cfg.clip_grad: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             opt.step()
-            model.after_step((step + 1) / total)   # the method's hook (an EMA teacher follows the student)
+            model.after_step(step / total)   # the method's hook (an EMA teacher follows the student), before step += 1: in [0, 1)
             step += 1; n_log += imgs.shape[0] * world
             if bar is not None: bar.update(1)
             if is_log:

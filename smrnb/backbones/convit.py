@@ -16,7 +16,7 @@ from timm.models.vision_transformer import Block
 from .hivit import MeanPoolHead, gather_tokens, keep_from_mask, mask_from_keep
 
 # %% auto #0
-__all__ = ['CONVIT_PRESETS', 'stage_mask', 'ConvBlock', 'ConViT', 'create_convit']
+__all__ = ['CONVIT_PRESETS', 'stage_mask', 'ConvBlock', 'ConvPatchEmbed', 'ConViT', 'create_convit']
 
 # %% ../../nbs/08_convit.ipynb #c006
 def stage_mask(visible: torch.Tensor, grid: Sequence[int], factor: int) -> torch.Tensor:
@@ -28,7 +28,7 @@ def stage_mask(visible: torch.Tensor, grid: Sequence[int], factor: int) -> torch
 class ConvBlock(nn.Module):
     "ConvMAE's convolution block: a transformer block with a 5x5 depthwise conv (between 1x1 convs) for attention; masked input."
     def __init__(self, dim: int, mlp_ratio: float = 4., kernel_size: int = 5, proj_drop: float = 0., drop_path: float = 0.,
-                 act_layer=nn.GELU, norm_layer=partial(LayerNorm2d, eps=1e-6)):
+                 act_layer=nn.GELU, norm_layer=partial(LayerNorm2d, eps=1e-5)):   # ConvMAE's CBlock: nn.LayerNorm's eps
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.conv1 = nn.Conv2d(dim, dim, 1)
@@ -43,6 +43,15 @@ class ConvBlock(nn.Module):
         if visible is not None: y = y * visible          # masked convolution: masked cells enter the depthwise conv as 0
         x = x + self.drop_path(self.conv2(self.attn(y)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+class ConvPatchEmbed(PatchEmbed):
+    "ConvMAE's patch embedding (its `vision_transformer.PatchEmbed`): strided conv, LayerNorm over channels (eps 1e-5), GELU; NCHW out."
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, act_layer=nn.GELU):
+        super().__init__(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+                         norm_layer=partial(LayerNorm2d, eps=1e-5), output_fmt="NCHW")
+        self.act = act_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor: return self.act(super().forward(x))
 
 # %% ../../nbs/08_convit.ipynb #c013
 class ConViT(MeanPoolHead, nn.Module):
@@ -66,7 +75,7 @@ class ConViT(MeanPoolHead, nn.Module):
         n, d1, d2 = sum(depths), depths[0], depths[0] + depths[1]
         dpr = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
         s1 = img_size // patch_sizes[0]; s2 = s1 // patch_sizes[1]
-        pe = partial(PatchEmbed, norm_layer=partial(LayerNorm2d, eps=1e-6), output_fmt="NCHW")
+        pe = partial(ConvPatchEmbed, act_layer=act_layer)
         cb = partial(ConvBlock, kernel_size=kernel_size, proj_drop=proj_drop_rate, act_layer=act_layer)
         self.patch_embed1 = pe(img_size=img_size, patch_size=patch_sizes[0], in_chans=in_chans, embed_dim=embed_dims[0])
         self.blocks1 = nn.ModuleList([cb(embed_dims[0], mlp_ratios[0], drop_path=dpr[i]) for i in range(d1)])

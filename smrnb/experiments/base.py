@@ -10,6 +10,7 @@ import pandas as pd
 from typing import Union
 from ..config import parse_schedule, token_counts, spread_counts, fit_counts
 from ..pretrain import METHOD_DEFAULTS
+from ..methods.base import fill_fallbacks
 from ..train import TrainConfig, AMENDABLE_KEYS
 from ..tiny import tiny_config
 from ..teacher import teacher_path
@@ -310,7 +311,7 @@ def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "run
             tc = TrainConfig.from_dict({k: val for k, val in d.items() if k != "run_dir"})
             check_schedule(tc)
         except ValueError as e: raise ValueError(f"{exp.name}/{v.name} at scale {scale!r}: {e}") from None
-        cfg = tc.to_dict()
+        cfg = fill_fallbacks(tc.to_dict())   # the method's drop_path / norm_pix written out: they are part of the run's id
         rid = run_id(v.name, cfg)
         cfg["run_dir"] = f"{root}/{scale}/{exp.name}/{rid}"
         ev = TINY_EVALUATE.get(v.evaluate, v.evaluate) if scale == "tiny" else v.evaluate

@@ -5,6 +5,7 @@
 # %% ../../nbs/27d_exp_maelite.ipynb #c003
 from __future__ import annotations
 from .base import Variant, published, register_experiment, _MAE, _TINY_NOTE, _exp
+from ..methods.maelite import maelite_recipe
 
 # %% auto #0
 __all__ = ['MAELITE_PRETRAIN', 'MAELITE_FINETUNE', 'MAE_BASE_TEACHER']
@@ -17,9 +18,10 @@ MAELITE_PRETRAIN = dict(arch="vit_tiny", epochs=400, batch_size=4096, blr=1.5e-4
 MAELITE_FINETUNE = dict(epochs=100, batch_size=1024, blr=1e-3, warmup_epochs=5, layer_decay=0.85, weight_decay=0.05,
                         drop_path=0.0, label_smoothing=0.0, mixup=0.2, cutmix=0.0, auto_augment="rand-m10-mstd0.5-inc1", color_jitter=0.3)
 MAE_BASE_TEACHER = "checkpoints/mae/mae-vit-base-teacher.pt"   # smrnb.teacher.export_teacher("mae_pretrain_vit_base.pth", this, "vit_base")
+_D = maelite_recipe("distill")   # the last block of student and teacher, 0-based as AttentionDistill counts
 _ML5 = [Variant("mae_tiny", dict(_MAE), finetune=MAELITE_FINETUNE, at_scale={"tiny": {"decoder_depth": 1}},
                 paper=published("MAELITE-5", "MAE-Tiny", 78.0, note="= Table 1's MAE IN1K 400 ep"), note="MAE-lite's MAE-Tiny"),
-        Variant("dmae_tiny", dict(method="dmae", distill=dict(checkpoint=MAE_BASE_TEACHER, layers=[[-1, -1]], alpha=1.0)),
+        Variant("dmae_tiny", dict(method="dmae", distill=dict(checkpoint=MAE_BASE_TEACHER, layers=[list(p) for p in _D["layers"]], alpha=_D["alpha"])),
                 finetune=MAELITE_FINETUNE, at_scale={"tiny": {"decoder_depth": 1}},
                 paper=published("MAELITE-5", "D-MAE-Tiny", 78.4, note="distilled from MAE-Base, last layer's attention (§5)"),
                 note="tiny scale: the teacher is the fixed toy teacher (4 blocks, trained with labels), not an MAE-Base")]

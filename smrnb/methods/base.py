@@ -14,8 +14,8 @@ from ..backbones.itpn import ITPN_PRESETS
 from ..targets import make_target
 
 # %% auto #0
-__all__ = ['METHOD_DEFAULTS', 'METHOD_CLASSES', 'DISTILL_KEYS', 'recon_loss', 'random_masking', 'batch_masking',
-           'register_method', 'method_class', 'PretrainConfig', 'Pretrainer']
+__all__ = ['METHOD_DEFAULTS', 'METHOD_CLASSES', 'DISTILL_KEYS', 'FALLBACKS', 'recon_loss', 'random_masking', 'batch_masking',
+           'register_method', 'fill_fallbacks', 'method_class', 'PretrainConfig', 'Pretrainer']
 
 # %% ../../nbs/14_method_base.ipynb #c006
 def recon_loss(pred, target, kind: str = "mse", beta: float = 2.0, mask=None) -> torch.Tensor:
@@ -54,6 +54,7 @@ def batch_masking(B: int, P: int, ratio: float, generator=None, device=None):
 METHOD_DEFAULTS: dict = {}   # method name -> the config fields it sets; a `None` field of PretrainConfig takes its method's value
 METHOD_CLASSES: dict = {}    # method name -> the `Pretrainer` subclass that builds it (one class may serve several names)
 DISTILL_KEYS = ("checkpoint", "sha256", "layers", "alpha", "hidden", "hidden_weight")
+FALLBACKS = dict(drop_path=0.1, norm_pix=True)   # a None field its method does not set: these (PretrainConfig's defaults before methods set them)
 
 def register_method(name: str, **defaults):
     """Class decorator: `cls` (a `Pretrainer` subclass) builds method `name`, whose config defaults are `defaults`.
@@ -64,6 +65,11 @@ def register_method(name: str, **defaults):
         METHOD_DEFAULTS[name], METHOD_CLASSES[name] = dict(defaults), cls
         return cls
     return add
+
+def fill_fallbacks(d: dict) -> dict:
+    "A config dict with its `FALLBACKS` fields, where None, set to what its method makes of them (a run's config names them)."
+    md = METHOD_DEFAULTS.get(d.get("method"), {})
+    return {**d, **{k: md.get(k, v) for k, v in FALLBACKS.items() if k in d and d[k] is None}}
 
 def method_class(name: str) -> type:
     "The registered class of method `name`; a clear error listing the registered methods otherwise."
@@ -80,12 +86,12 @@ class PretrainConfig:
     compressor: str = "tm"
     placement: str = "mlp"
     prop_attn: bool = True
-    drop_path: float = 0.1
+    drop_path: float | None = None     # None: the method's (stochastic depth 0.1; GreenMIM 0.0)
     input_mask: str | None = None       # none | drop (MAE) | token (BEiT) | batch (GreenMIM: one dropped mask for the whole batch)
     mask_ratio: float | None = None
     target: str | None = None           # clip | pixel | ema | frozen (a teacher file: the tiny paper's fixed teacher) | pcae
     target_kw: dict = field(default_factory=dict)   # e.g. {"model_name": "ViT-B-16", "checkpoint": "..."}
-    norm_pix: bool = True
+    norm_pix: bool | None = None       # None: the method's (per-patch normalised pixels; SimMIM's raw pixels)
     loss: str | None = None             # mse | smooth_l1 (default: mse for pixels, smooth_l1 for features)
     beta: float = 2.0
     loss_on: str | None = None          # all | masked
@@ -103,6 +109,8 @@ class PretrainConfig:
             if k == "schedule":
                 if d[k] == "default": d[k] = v
             elif d[k] is None: d[k] = v
+        for k, v in FALLBACKS.items():
+            if d[k] is None: d[k] = v
         if d["loss"] is None: d["loss"] = "mse" if d["target"] == "pixel" else "smooth_l1"
         for k, ok in (("input_mask", ("none", "drop", "token", "batch")), ("loss_on", ("all", "masked")),
                       ("target", ("clip", "pixel", "ema", "frozen", "pcae")), ("loss", ("mse", "smooth_l1", "cosine", "l1"))):
@@ -177,6 +185,6 @@ class Pretrainer(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} is registered as a method but defines no forward(imgs, generator) -> dict(loss=...)")
 
     def after_step(self, progress: float) -> None:
-        "Called by the trainer after each optimiser step (`progress` in (0, 1]): a target with `update` (an EMA teacher) follows the encoder."
+        "Called by the trainer after each optimiser step (`progress` in [0, 1): the fraction done before it): a target with `update` (an EMA teacher) follows the encoder."
         if hasattr(self.target, "update"): self.target.update(self.encoder, progress)
 

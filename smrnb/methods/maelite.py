@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..analysis import _blocks, _layer_index, attention_logits
+from ..config import register_model_change
 
 # %% auto #0
 __all__ = ['capture_attention_logits', 'MAELITE_TINY', 'HeadMixer', 'attention_distill_loss', 'AttentionDistill', 'DMAEDistiller',
@@ -56,7 +57,7 @@ class AttentionDistill(nn.Module):
         self.alpha, self.hidden_weight = alpha, hidden_weight
         self.mixers = nn.ModuleList([HeadMixer(_blocks(student)[s].attn.num_heads, _blocks(teacher)[t].attn.num_heads)
                                      for s, t in self.layers])
-        self.proj = nn.Linear(student.embed_dim, teacher.embed_dim) if hidden else None
+        self.proj = nn.Linear(student.embed_dim, teacher.embed_dim, bias=False) if hidden else None   # the reference's hidden adapter: no bias
 
     def train(self, mode: bool = True):
         super().train(mode); self.teacher.eval()
@@ -88,6 +89,9 @@ class DMAEDistiller(AttentionDistill):
 
     def forward(self, x: torch.Tensor, keep: Optional[torch.Tensor] = None) -> dict:
         return super().forward(self.student, x, keep)
+
+register_model_change(r"(^|\.)distill\.proj\.bias$", "D-MAE's hidden-state projection has no bias, as in MAE-Lite's code (issue 26)")
+
 
 # %% ../../nbs/17_maelite.ipynb #c018
 def reserve_layers(encoder: nn.Module, k: int, seed: int = 0) -> nn.Module:
@@ -128,7 +132,7 @@ MAELITE_TINY = dict(
         lr_schedule=("cosine", "MAE / reference code"), crop_scale=((0.08, 1.0), "reference code (anchors §6.1)"),
     ),
     distill=dict(
-        teacher=("MAE-Base (vit_base, 12 heads)", "§5"), layers=(((12, 12),), "§5, Figure 6: last block of student and teacher (1-based)"),
+        teacher=("MAE-Base (vit_base, 12 heads)", "§5"), layers=(((-1, -1),), "§5, Figure 6: the last block of student and teacher, as `AttentionDistill` counts (0-based, -1 = last; the reference's `distill_attn_idx = (12,)` counts from 1)"),
         target=("pre-softmax logits", "reference code (anchors §6.1); Eq. 3 says attention maps"),
         head_map=("1x1 conv, no bias", "Eq. 3 M; reference code"), alpha=(1.0, "reference code `distill_attn_alpha`"),
         hidden=(False, "reference code default"),

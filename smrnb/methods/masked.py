@@ -90,10 +90,11 @@ MASKED_METHODS = {   # name -> config defaults, in the order the registry lists 
     "mim_sd": dict(schedule=None, input_mask="token", mask_ratio=0.4, target="clip", loss_on="masked", decoder_depth=0),
     # GreenMIM (Swin): one mask per batch at the coarsest grid, visible patches only, norm-pix at the last stage's 32 px, 1 block at 512
     "greenmim": dict(schedule=None, input_mask="batch", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=1,
-                     decoder_width=512, decoder_heads=16),
+                     decoder_width=512, decoder_heads=16, drop_path=0.0),   # GreenMIM pre-trains without stochastic depth
     # SimMIM: every patch through the encoder, 60% as mask tokens (Swin: at its first stage, each image its own mask), a linear
-    # head per patch position, l1 on the masked pixels (SimMIM's target is the input image: norm_pix=False for its recipe)
-    "simmim": dict(schedule=None, input_mask="token", mask_ratio=0.6, target="pixel", loss="l1", loss_on="masked", decoder_depth=0),
+    # head per patch position, l1 on the masked pixels of the input image itself (norm_pix=False, SimMIM's target)
+    "simmim": dict(schedule=None, input_mask="token", mask_ratio=0.6, target="pixel", loss="l1", loss_on="masked", decoder_depth=0,
+                   norm_pix=False),
 }
 for _name, _defaults in MASKED_METHODS.items(): register_method(_name, **_defaults)(MaskedReconstruction)
 

@@ -13,8 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import build_sincos2d_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
-from ..compress import compress
-from ..backbones.vit import CompressionConfig
+from ..compress import TokenState, compress, take
+from ..backbones.vit import CompressionConfig, compress_blocks
 from ..targets import EMATeacher, cosine_momentum, _unwrap
 from ..backbones.vit import CompressedViT
 from .base import recon_loss, register_method
@@ -69,7 +69,7 @@ class PCAETeacher(EMATeacher):
         enc = self.encoder
         if not hasattr(enc, "set_schedule"): raise TypeError("PCAETeacher needs a smrnb CompressedViT (smrnb.encoders.create_encoder)")
         c = enc.cfg
-        enc.cfg = CompressionConfig("ms", "block", c.prop_attn, c.split, c.class_token)   # drop after the whole block
+        enc.cfg = CompressionConfig("ms", "block", c.prop_attn, c.split, class_token=False)   # after the whole block; no class token
         self.blocks, self.keep, self._k = tuple(blocks), keep, None
         progressive_schedule(enc.patch_embed.num_patches, self.blocks, keep, len(enc.blocks))   # fail early on bad blocks
 
@@ -85,11 +85,13 @@ class PCAETeacher(EMATeacher):
             raise ValueError(f"keep_masked must be (B, K) patch indices for B={imgs.shape[0]} images, got {tuple(keep_masked.shape)}")
         if self._k != keep_masked.shape[1]:
             enc.set_schedule(self.schedule(keep_masked.shape[1])); self._k = keep_masked.shape[1]
-        out = enc.forward_features(imgs, keep=keep_masked)
-        p = enc.num_prefix_tokens
-        x = out.x[:, p:]
-        positions = surviving_positions(out.owner[:, p:], x.shape[1], p)   # owner covers the prefix tokens too
+        x = enc.patch_embed(imgs) + enc.pos_embed[:, enc.num_prefix_tokens:].to(imgs.dtype)   # patch positions only: no class token
+        s = take(TokenState.start(x, track="owner"), keep_masked)
+        s, _ = compress_blocks(enc.blocks, enc.schedule, enc.cfg, s.with_x(enc.norm_pre(s.x)))
+        x = enc.norm(s.x)
+        positions = surviving_positions(s.owner, x.shape[1], prefix=0)
         return (F.layer_norm(x, x.shape[-1:], eps=1e-6) if self.whiten else x), positions
+
 
 # %% ../../nbs/16_pcae.ipynb #c024
 def pcae_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -148,7 +150,7 @@ class PCAE(MaskedReconstruction):
             raise ValueError(f"PCAE needs a plain ViT encoder (its hooks and token dropping are ViT blocks'); arch={self.cfg.arch!r} "
                              f"is {type(enc).__name__}")
         n = len(enc.blocks)
-        return PCAETeacher(enc, **{"blocks": tuple(b * n // 12 for b in (0, 4, 8)), **self.cfg.target_kw})
+        return PCAETeacher(enc, **{"blocks": tuple(n // 3 * i for i in range(3)), **self.cfg.target_kw})   # the reference's drop_case 0
 
     def make_decoder(self) -> nn.Module:
         c, enc = self.cfg, self.encoder
