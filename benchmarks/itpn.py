@@ -26,7 +26,8 @@ p.add_argument("--warmup", type=int, default=1)
 p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 p.add_argument("--ratios", default="0,0.1,0.2,0.3,0.4", help="migration ratios (fraction of the stage-3 tokens)")
 p.add_argument("--window", type=int, default=7, help="gathering window, in patches (7: 2x2 windows at 224 px)")
-p.add_argument("--migration-window", type=int, default=0, help="0: A/B matching over all tokens; w: within w x w windows")
+p.add_argument("--migration-window", type=int, default=None,
+               help="A/B matching within w x w windows (default: the gathering window, as Fast-iTPN §4.1); 0: over all tokens")
 p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
 a = p.parse_args()
 dev = torch.device(a.device)
@@ -71,7 +72,7 @@ def ratio(x, base): return "n/a" if x is None or not base else f"{x / base:.2f}x
 
 name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 print(f"device {name}, arch {a.arch}, img {a.img_size}, batch {a.batch}, {a.steps} timed forwards (medians), "
-      f"{P} patches, gathering window {a.window}, migration window {a.migration_window or 'global'}")
+      f"{P} patches, gathering window {a.window}, migration window {model.migration_window or 'global'}")
 bt, bm, _ = measure(0.0, False)
 print(f"iTPN baseline: {bt * 1e3:.2f} ms, peak {mib(bm)}")
 for g in (False, True):

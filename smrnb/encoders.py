@@ -11,8 +11,8 @@ import torch.nn as nn
 from .compress import TokenState
 from .backbones.vit import (CompressedAttention, CompressedBlock, CompressionConfig, EncoderOutput, compress_blocks,
                                  resolve_arch, CompressedViT, PRESETS, ALIASES)
-from .config import from_preset, parse_schedule, token_counts, unknown_name
-from .backbones.hivit import HiViT, HIVIT_PRESETS, mask_from_keep
+from .config import from_preset, parse_schedule, register_model_change, token_counts, unknown_name
+from .backbones.hivit import HiViT, HIVIT_PRESETS, mask_from_keep, use_fc_norm
 from .backbones.convit import ConViT, CONVIT_PRESETS
 from .backbones.swin import SwinEncoder, SWIN_PRESETS
 from .backbones.itpn import ITPN, ITPN_PRESETS
@@ -314,15 +314,24 @@ def finetune_hier(encoder: nn.Module, num_classes: int, drop_path: float = 0.2, 
     new = {k for k in res.missing_keys if k.startswith(("head.", "rel_pos."))}
     if set(res.unexpected_keys) - {"mask_token"} or set(res.missing_keys) - new:
         raise ValueError(f"the encoder does not fit {base.__name__}: missing {sorted(set(res.missing_keys) - new)[:5]}, unexpected {res.unexpected_keys[:5]}")
+    _zero_new_rel_pos(m, new)
+    if base is not SwinEncoder: use_fc_norm(m)   # HiViT's / ConvMAE's pooling (Swin's code normalises the tokens, then pools)
     head = getattr(m.head, "fc", m.head)
     nn.init.trunc_normal_(head.weight, std=2e-5); nn.init.zeros_(head.bias)
     return m
+
+def _zero_new_rel_pos(m: nn.Module, new: set) -> None:
+    "Relative position bias tables the pre-trained encoder did not have start at zero (BEiT / HiViT fine-tuning): the model starts as pre-trained."
+    params = dict(m.named_parameters())
+    with torch.no_grad():
+        for k in new:
+            if k.startswith("rel_pos.") and k in params: params[k].zero_()
 
 _PYRAMID = ("fpn16", "split16", "lat8", "fpn8", "split8", "lat4", "fpn4", "level_heads", "mask_token")
 
 class ITPNClassifier(ITPN):
     """An iTPN's backbone with a head (iTPN fine-tunes its backbone: the pyramid, the level heads and the mask token are removed):
-    the mean of the last stage's tokens, then the classifier; Fast-iTPN's options (C-MLP, SwiGLU, sub-LN, migration, gathering) kept."""
+    the mean of the last stage's tokens, `fc_norm`, then the classifier; Fast-iTPN's options (C-MLP, SwiGLU, sub-LN, migration, gathering) kept."""
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         for n in _PYRAMID: delattr(self, n)
@@ -338,5 +347,11 @@ def _finetune_itpn(encoder: ITPN, num_classes: int, drop_path: float, rpe: bool)
     new = {k for k in res.missing_keys if k.startswith(("head.", "rel_pos."))}
     if {k for k in res.unexpected_keys if not k.startswith(_PYRAMID)} or set(res.missing_keys) - new:
         raise ValueError(f"the encoder does not fit its iTPN backbone: missing {sorted(set(res.missing_keys) - new)[:5]}, unexpected {res.unexpected_keys[:5]}")
+    _zero_new_rel_pos(m, new)
+    use_fc_norm(m)                                # iTPN's / Fast-iTPN's pooling: a fresh fc_norm on the mean
     nn.init.trunc_normal_(m.head.weight, std=2e-5); nn.init.zeros_(m.head.bias)
     return m
+
+register_model_change(r"^fc_norm\.(weight|bias)$", "the fine-tuning models of HiViT, ConViT and iTPN pool first and normalise the mean with a "
+                      "fresh fc_norm (MAE's, HiViT's and ConvMAE's code), instead of the pre-trained norm on every token (issue 26)")
+

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from timm.layers import Attention
 from timm.models.vision_transformer import VisionTransformer
-from .train import (atomic_save, setup_distributed, EpochBatches, SeededDataset, lr_at, load_checkpoint, _rng_state,
+from .train import (load_model_state, atomic_save, setup_distributed, EpochBatches, SeededDataset, lr_at, load_checkpoint, _rng_state,
                          _set_rng_state, SimulatedCrash, _pause)
 from .methods.pcae import DropConfig, TokenDropping
 from .encoders import finetune_hier
@@ -290,7 +290,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
     step, hist, epoch_loss = 0, [], 0.0
     if ckpt is not None and ckpt.exists():
         ck = load_checkpoint(ckpt)
-        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); step, hist = ck["step"], ck["history"]
+        load_model_state(model, ck["model"]); opt.load_state_dict(ck["optimizer"]); step, hist = ck["step"], ck["history"]   # a model change: named
         mine = ck["rng"][rank] if rank < len(ck["rng"]) else ck["rng"][0]
         _set_rng_state(mine); epoch_loss = mine.get("epoch_loss", 0.0)      # this rank's running loss, for a checkpoint taken mid-epoch
         if rank == 0: print(f"fine-tuning: resuming {ckpt} from step {step}", flush=True)

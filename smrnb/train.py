@@ -228,15 +228,22 @@ def model_state(model) -> dict:
     frozen = ("distill.teacher.",) if keep_target else ("target.", "distill.teacher.")   # D-MAE's teacher: reloaded from its file
     return {k: v for k, v in model.state_dict().items() if not k.startswith(frozen)}
 
+def _changed(why: list) -> str:
+    "What a load error adds when registered model changes explain it (`smrnb.config.model_changes`)."
+    return (f". The model changed since it was written: {'; '.join(why)}. This version cannot resume or evaluate it: launch the run "
+            "again in a new run directory (or use the smrnb version that wrote it)") if why else ""
+
 def load_model_state(model, sd: dict) -> None:
     "Load `model_state` output: only target weights may be absent."
+    own = model.state_dict()
+    if shape := [k for k, v in sd.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]:
+        why = model_changes(shape)
+        raise ValueError(f"checkpoint does not fit the model: {len(shape)} tensors of another shape ({', '.join(shape[:3])})" + _changed(why))
     res = model.load_state_dict(sd, strict=False)
     missing = [k for k in res.missing_keys if not k.startswith(("target.", "distill.teacher."))]
     if missing or res.unexpected_keys:
         why = model_changes(missing + res.unexpected_keys)   # a change to the model since the checkpoint was written
-        raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}" + (
-            f". The model changed since it was written: {'; '.join(why)}. This version cannot resume or evaluate it: launch the run "
-            "again in a new run directory (or use the smrnb version that wrote it)" if why else ""))
+        raise ValueError(f"checkpoint does not fit the model: missing {missing[:5]}, unexpected {res.unexpected_keys[:5]}" + _changed(why))
 
 def _rng_state():
     return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

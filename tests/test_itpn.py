@@ -25,7 +25,8 @@ def test_ratio_zero_and_no_gathering_is_plain_itpn(toy):
     assert not torch.allclose(mig.merged, plain) and not torch.allclose(ga.merged, plain)
     gx, gi = mig.migrated[0]
     assert torch.equal(mig.pyramid_input[1, gi[1]], gx[1])       # replenished at their positions
-    assert sum(g.shape[1] for _, g in mig.migrated) == sum(migration_counts(64, 4, 0.2))
+    assert gi.shape[1] == 4                                        # within each of the 4 windows (the preset's gather_window 4)
+    assert sum(g.shape[1] * g.shape[2] for _, g in mig.migrated) == 4 * sum(migration_counts(16, 4, 0.2))
 
 
 def test_windowed_acceleration_needs_the_whole_image(toy):
@@ -58,8 +59,8 @@ def test_itpn_benchmark_cpu_smoke():
     assert {(int(p), g.strip()) for p, g, *_ in rows} == {(p, g) for p in (0, 10, 20, 30, 40) for g in ("on", "off")}
     for p, g, ms, rt, left in rows:
         assert abs(float(rt) - float(ms) / float(base[1])) <= 0.01 * float(rt) + 0.006, r.stdout   # ratio of the printed times
-        # windows of 16 tokens when gathering, else 64 tokens matched globally
-        assert int(left) == 64 - (4 * sum(migration_counts(16, 4, int(p) / 100)) if g.strip() == "on" else sum(migration_counts(64, 4, int(p) / 100)))
+        # migration within the 4 windows of 16 tokens, with or without gathering (Fast-iTPN §4.1)
+        assert int(left) == 64 - 4 * sum(migration_counts(16, 4, int(p) / 100)), r.stdout
 
 
 # --- end to end: pre-train a tiny iTPN with smrnb.train (method="mfm"), resume it, probe it as the launcher does ------------------

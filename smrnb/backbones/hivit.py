@@ -16,7 +16,7 @@ from timm.models.vision_transformer import Block
 
 # %% auto #0
 __all__ = ['HIVIT_PRESETS', 'image_patches', 'gather_tokens', 'keep_from_mask', 'mask_from_keep', 'MlpBlock', 'HiViTStage',
-           'MeanPoolHead', 'HiViT', 'create_hivit']
+           'MeanPoolHead', 'use_fc_norm', 'HiViT', 'create_hivit']
 
 # %% ../../nbs/07_hivit.ipynb #c006
 def image_patches(x: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -71,12 +71,21 @@ class HiViTStage(nn.Module):
 class MeanPoolHead:
     "Mixin (list it before `nn.Module`): the mean-pooled timm head for backbones whose `forward_features` gives `(B,P,C)`."
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        "Mean of the patch tokens, then the classifier (identity when `num_classes=0`)."
-        return self.head(self.head_drop(x.mean(1)))
+        "Mean of the patch tokens, then `fc_norm` where the model has one (`use_fc_norm`), then the classifier (identity when `num_classes=0`)."
+        x = x.mean(1)
+        if getattr(self, "fc_norm", None) is not None: x = self.fc_norm(x)
+        return self.head(self.head_drop(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.forward_head(self.forward_features(x))
 
     def set_grad_checkpointing(self, enable: bool = True): self.grad_checkpointing = enable
+
+def use_fc_norm(m: nn.Module) -> nn.Module:
+    """The fine-tuning pooling of MAE, HiViT / iTPN and ConvMAE: `head(fc_norm(mean(tokens)))`, the pre-trained final `norm`
+    removed and a fresh `fc_norm` (ones, zeros; the norm's eps) normalising the mean. In place; returns `m`."""
+    C, eps = m.norm.normalized_shape[0], m.norm.eps
+    m.norm, m.fc_norm = nn.Identity(), nn.LayerNorm(C, eps=eps)
+    return m
 
 # %% ../../nbs/07_hivit.ipynb #c013
 class HiViT(MeanPoolHead, nn.Module):

@@ -81,7 +81,7 @@ def _swiglu(**kw) -> SwiGLU:
 class ITPN(HiViT):
     "iTPN: HiViT + a pre-trainable feature pyramid; Fast-iTPN's token migration and token gathering as options."
     def __init__(self, fpn_dim: int = 256, fpn_depth: int = 1, conv_mlp: bool = False, swiglu: bool = False, subln: bool = False,
-                 migration_ratio: float = 0., migration_window: int = 0, gathering: bool = False, gather_window: int = 7,
+                 migration_ratio: float = 0., migration_window: int | None = None, gathering: bool = False, gather_window: int = 7,
                  window_attention: bool = False, **kwargs):
         if swiglu or subln:   # sub-LN: timm's scale_attn_norm / scale_mlp_norm (a LayerNorm before each output projection)
             kwargs.setdefault("block_fn", partial(Block, scale_attn_norm=subln, scale_mlp_norm=subln, mlp_layer=_swiglu if swiglu else Mlp))
@@ -92,7 +92,9 @@ class ITPN(HiViT):
         if conv_mlp or swiglu or subln:
             for st in self.stem:
                 for b in st.blocks: b.mlp = CMlp(b.norm.normalized_shape[0], int(b.norm.normalized_shape[0] * smr), **flags)
-        self.fpn_dim, self.migration_ratio, self.migration_window = fpn_dim, migration_ratio, migration_window
+        # token migration splits A/B within each window (§4.1, Figure 3a): the attention window unless given (0: the whole sequence)
+        self.fpn_dim, self.migration_ratio = fpn_dim, migration_ratio
+        self.migration_window = gather_window if migration_window is None else migration_window
         self.gathering, self.gather_window, self.window_attention = gathering, gather_window, window_attention
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, C // 4))
         self.gather_embed = nn.Parameter(torch.zeros(1, 1, C))
@@ -278,10 +280,10 @@ ITPN_PRESETS = {
     "fast_itpn_base": dict(embed_dim=512, stem_depths=(3, 3), depth=24, num_heads=8, mlp_ratio=3., rel_pos_bias=False, fpn_dim=256,
                            subln=True, swiglu=True, conv_mlp=True),
     "itpn_toy":       dict(img_size=32, patch_size=4, inner_patch=1, embed_dim=64, stem_depths=(1, 1), depth=4, num_heads=4,
-                           fpn_dim=32, gather_window=4, migration_window=0),
+                           fpn_dim=32, gather_window=4),
     # the toy with Table 2's Fast-iTPN changes (the tiny stand-in for fast_itpn_base)
     "fast_itpn_toy":  dict(img_size=32, patch_size=4, inner_patch=1, embed_dim=64, stem_depths=(1, 1), depth=4, num_heads=4,
-                           fpn_dim=32, gather_window=4, migration_window=0, mlp_ratio=3., rel_pos_bias=False, subln=True,
+                           fpn_dim=32, gather_window=4, mlp_ratio=3., rel_pos_bias=False, subln=True,
                            swiglu=True, conv_mlp=True),
 }
 

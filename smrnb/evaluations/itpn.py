@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from .base import register_evaluation, _positive_ints
 from ..evaluate import finetune, finetune_model, _dist_accuracy
-from ..train import load_checkpoint
+from ..train import load_checkpoint, load_model_state
 from ..encoders import arch_family
 from ..config import uses_bf16
 from ..backbones.itpn import ITPN
@@ -48,7 +48,7 @@ def run_acceleration(ctx, kw: dict) -> dict:
     if ctx.rank != 0: return {}
     where = ctx.where                  # the fine-tuned classifier, each setting applied to it as it is (not fine-tuned with it)
     model = finetune_model(enc, n_cls, ft.drop_path, ft.rpe).to(where)
-    model.load_state_dict(load_checkpoint(out / "last.pt")["model"])
+    load_model_state(model, load_checkpoint(out / "last.pt")["model"])
     bf16 = uses_bf16(ft.amp, where.type == "cuda")
     top1 = {"base": r["val_acc"]}
     for k, s in settings.items():

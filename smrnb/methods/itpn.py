@@ -16,6 +16,7 @@ from ..backbones.itpn import ITPN, ITPNOutput
 from ..backbones.itpn import ITPN_PRESETS
 from ..targets import make_target, pixel_target
 from .base import Pretrainer, random_masking, register_method
+from ..config import register_model_change
 
 # %% auto #0
 __all__ = ['FIG5_SETTINGS', 'CLIP_MEAN', 'CLIP_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'accelerated', 'acceleration_throughput',
@@ -116,7 +117,7 @@ class MFM(nn.Module):
         elif callable(teacher):
             if teacher_dim is None: raise ValueError("a feature teacher needs teacher_dim")
             self._teacher = [teacher]
-            self.feat_head = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, teacher_dim))
+            self.feat_head = nn.Sequential(nn.LayerNorm(C, eps=1e-6), nn.Linear(C, teacher_dim))   # iTPN's norm_layer: eps 1e-6
         else: raise ValueError(f"teacher must be 'ema' or a callable, got {teacher!r}")
         self.kind = "ema" if teacher == "ema" else "feature"
 
@@ -201,6 +202,12 @@ class MFMPretrainer(Pretrainer):
         self.decoder = MFM(enc, decoder_depth=c.decoder_depth, norm_pix=c.norm_pix, own_model=False, **kw)   # the ITPN is `encoder`, saved once
         self._register_load_state_dict_pre_hook(self._drop_borrowed_keys)
 
+    def make_target(self) -> nn.Module:
+        "iTPN's CLIP teacher gives CLIP's projected tokens (`visual.proj` applied: 512 wide for ViT-B/16), as iTPN's code regresses."
+        c = self.cfg
+        if c.target == "clip": return make_target("clip", **{"project": True, **c.target_kw})
+        return super().make_target()
+
     @staticmethod
     def _drop_borrowed_keys(state_dict, prefix, *args):
         "Checkpoints written while MFM owned the ITPN hold it twice (`decoder.model.*` = `encoder.*`): the copy is dropped on load."
@@ -211,4 +218,7 @@ class MFMPretrainer(Pretrainer):
         _, mask = random_masking(imgs.shape[0], P, self.cfg.mask_ratio, generator, imgs.device)
         r = self.decoder(imgs, mask)
         return dict(loss=r["loss"], pred=None, target=None, mask=mask, counts=[P], pixel=r["pixel"].detach(), feature=r["feature"].detach())
+
+register_model_change(r"^decoder\.feat_head\.1\.(weight|bias)$", "iTPN's MFM with a CLIP teacher regresses CLIP's projected tokens "
+                      "(visual.proj applied), as iTPN's code does, not the ln_post tokens (issue 26)")
 
