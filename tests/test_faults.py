@@ -75,7 +75,9 @@ def test_second_launcher_skips_a_run_another_process_holds(tmp_path, toy):
 def test_signal_to_local_launcher_cancels_its_jobs(tmp_path, toy, how):
     env = dict(os.environ, SMRNB_PAUSE_AT_STEP="2")
     args = ["--exp", "smr_table8", "--cluster", "local", "--runs-root", str(tmp_path)] + tiny_sets(toy) + ["--set", "epochs=2", "--set", "ckpt_every=2"]
-    p = subprocess.Popen(LAUNCH + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    # SIGINT back to its default in the launcher: a suite started in the background of a non-interactive shell inherits it ignored
+    p = subprocess.Popen(LAUNCH + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: any(tmp_path.glob("tiny/smr_table8/*/paused")), "the first run to pause at step 2", proc=p)
     run_dir = next(tmp_path.glob("tiny/smr_table8/*/paused")).parent
     trainer = paused_pid(run_dir)
