@@ -4,13 +4,13 @@
 
 # %% ../nbs/00_config.ipynb #c003
 from __future__ import annotations
-import difflib, importlib, math, pkgutil, re, sys
+import difflib, math, pkgutil, re, sys
 from typing import Sequence
 from .compress import METHODS, max_removable
 
 # %% auto #0
 __all__ = ['MODEL_CHANGES', 'parse_schedule', 'token_counts', 'spread_counts', 'fit_counts', 'bottleneck_blocks', 'unknown_name',
-           'from_preset', 'uses_bf16', 'import_rest', 'register_model_change', 'model_changes']
+           'from_preset', 'uses_bf16', 'registry_modules', 'register_model_change', 'model_changes']
 
 # %% ../nbs/00_config.ipynb #c006
 def parse_schedule(spec, depth: int) -> list[int]:
@@ -107,13 +107,11 @@ def uses_bf16(amp: str, on_gpu: bool) -> bool:
     return amp == "bf16" or (amp == "auto" and on_gpu)
 
 # %% ../nbs/00_config.ipynb #c045
-def import_rest(package: str) -> list[str]:
-    "Import the modules of package `package` (a name, e.g. `smrnb.evaluations`) not imported yet, in name order; `_private` ones are left out."
-    path = importlib.import_module(package).__path__   # from a package's own __init__: the module being initialised
-    todo = [f"{package}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
-    todo = [name for name in todo if name not in sys.modules]
-    for name in todo: importlib.import_module(name)
-    return todo
+def registry_modules(package: str) -> list[str]:
+    "The modules of the imported package `package` (a name, e.g. `smrnb.evaluations`) not imported yet, in name order; `_private` ones left out."
+    path = sys.modules[package].__path__   # from the package's own __init__: the module being initialised
+    names = [f"{package}.{m.name}" for m in pkgutil.iter_modules(path) if not m.name.startswith("_")]
+    return [n for n in names if n not in sys.modules]
 
 # %% ../nbs/00_config.ipynb #c049
 MODEL_CHANGES: list = []   # (compiled pattern over state-dict keys, what changed and why)

@@ -7,11 +7,12 @@ from __future__ import annotations
 from .methods.base import (DISTILL_KEYS, METHOD_CLASSES, METHOD_DEFAULTS, PretrainConfig, Pretrainer, batch_masking,
                                 method_class, random_masking, recon_loss, register_method)
 from .methods import masked, pcae, itpn   # each registers its methods
-from .config import import_rest
+import importlib
+from .config import registry_modules
 from .methods.masked import DMAE, MaskedReconstruction
 from .methods.pcae import PCAE
 from .methods.itpn import MFMPretrainer
-import_rest("smrnb.methods")   # any other module of smrnb/methods/ registers itself
+for _m in registry_modules("smrnb.methods"): importlib.import_module(_m)   # any other module of smrnb/methods/ registers itself
 _all_ = ["DISTILL_KEYS", "METHOD_CLASSES", "METHOD_DEFAULTS", "PretrainConfig", "Pretrainer", "batch_masking", "method_class",
          "random_masking", "recon_loss", "register_method", "DMAE", "MaskedReconstruction", "PCAE", "MFMPretrainer"]
 

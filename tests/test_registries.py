@@ -1,5 +1,5 @@
 """A new method, evaluation or paper is one new file: dropped into a copy of the package (no other file edited), the
-registries find it (`smrnb.config.import_rest`), the launcher lists and plans it, and a real `--cluster local` job
+registries find it (`smrnb.config.registry_modules`), the launcher lists and plans it, and a real `--cluster local` job
 (another process, as on SLURM) pre-trains with the new method and runs the new evaluation."""
 import json, os, shutil, subprocess, sys, textwrap
 from pathlib import Path

@@ -7,13 +7,14 @@ from __future__ import annotations
 from .base import *
 from .base import _positive_ints
 from . import classify, smr, pcae, maelite, itpn   # the built-ins, in this order
-from ..config import import_rest
+import importlib
+from ..config import registry_modules
 from .classify import *
 from .smr import *
 from .pcae import *
 from .maelite import *
 from .itpn import *
-import_rest("smrnb.evaluations")   # every other module here registers itself
+for _m in registry_modules("smrnb.evaluations"): importlib.import_module(_m)   # every other module here registers itself
 _all_ = ["EVALUATIONS", "Evaluation", "register_evaluation", "evaluation_names", "get_evaluation", "eval_defaults",
          "finetune_recipe_id", "split_eval_kw", "EvalContext", "check_eval_kw", "run_finetune", "run_linear_probe",
          "run_compactness", "run_complexity", "run_token_dropping", "run_layer_reservation", "run_acceleration"]

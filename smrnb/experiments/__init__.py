@@ -7,12 +7,13 @@ from __future__ import annotations
 from .base import *
 from .base import _literal, _exp, _smr   # used by the launcher and by papers' notebooks
 from . import smr, greenmim, pcae, maelite, itpn   # each registers its paper's experiments, in this order
-from ..config import import_rest
+import importlib
+from ..config import registry_modules
 from .greenmim import *
 from .pcae import *
 from .maelite import *
 from .itpn import *
-import_rest("smrnb.experiments")   # any other module of smrnb/experiments/ registers itself: a new paper is one new file
+for _m in registry_modules("smrnb.experiments"): importlib.import_module(_m)   # any other module of smrnb/experiments/ registers itself: a new paper is one new file
 
 
 # %% auto #0

@@ -109,8 +109,7 @@ class PretrainConfig:
             if k == "schedule":
                 if d[k] == "default": d[k] = v
             elif d[k] is None: d[k] = v
-        for k, v in FALLBACKS.items():
-            if d[k] is None: d[k] = v
+        d = fill_fallbacks(d)   # what no method default set
         if d["loss"] is None: d["loss"] = "mse" if d["target"] == "pixel" else "smooth_l1"
         for k, ok in (("input_mask", ("none", "drop", "token", "batch")), ("loss_on", ("all", "masked")),
                       ("target", ("clip", "pixel", "ema", "frozen", "pcae")), ("loss", ("mse", "smooth_l1", "cosine", "l1"))):
