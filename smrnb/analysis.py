@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 
 # %% auto #0
-__all__ = ['attention_entropy', 'patch_distances', 'attention_distance', 'attention_logits', 'capture_attention',
-           'capture_tokens', 'attention_stats', 'attention_frame', 'hsic_unbiased', 'linear_cka', 'MinibatchCKA',
-           'model_cka', 'token_diversity', 'plot_attention', 'plot_cka']
+__all__ = ['MAELITE_DISTANCE_STEP', 'attention_entropy', 'patch_distances', 'attention_distance', 'attention_logits',
+           'capture_attention', 'capture_tokens', 'attention_stats', 'attention_frame', 'hsic_unbiased', 'linear_cka',
+           'MinibatchCKA', 'model_cka', 'token_diversity', 'plot_attention', 'plot_cka']
 
 # %% ../nbs/03_analysis.ipynb #c006
 def _patch_attn(attn: torch.Tensor, cls: bool = True) -> torch.Tensor:
@@ -108,27 +108,41 @@ def capture_attention(model: nn.Module, x: torch.Tensor, layers: Optional[Sequen
     return [lg[i].float().softmax(-1).to(lg[i].dtype) for i in layers]
 
 # %% ../nbs/03_analysis.ipynb #c018
-def capture_tokens(model: nn.Module, x: torch.Tensor, normed: bool = False) -> list[torch.Tensor]:
-    "Output tokens `(B, N_i, D)` of every block (LayerNorm'd as the next block sees them with `normed`)."
+def capture_tokens(model: nn.Module, x: torch.Tensor, normed: bool = False, embed: bool = False, prefix: bool = True) -> list[torch.Tensor]:
+    """Output tokens `(B, N_i, D)` of every block, LayerNorm'd as the next block sees them with `normed` (the last: the final
+    `norm`, or `fc_norm` applied per token when a global-pool model has it instead); `embed`: the embedded tokens (what
+    block 0 receives) first, as layer 0; `prefix=False` drops the class token (the model's `num_prefix_tokens`)."""
     blocks = _blocks(model)
-    mods = [b.norm1 for b in blocks[1:]] + [model.norm]
+    final = model.norm
+    if isinstance(final, nn.Identity) and isinstance(getattr(model, "fc_norm", None), nn.LayerNorm): final = model.fc_norm   # timm's global pool
+    mods = ([blocks[0].norm1] if embed else []) + [b.norm1 for b in blocks[1:]] + [model.norm]
     feats, handles = {}, []
     def hook(i):
-        def f(mod, inp, out): feats[i] = (out if normed else inp[0]).detach()
+        def f(mod, inp, out): feats[i] = (out if normed and i < len(mods) - 1 else inp[0]).detach()
         return f
     try:
         handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(mods)]
         _run(model, x)
     finally:
         for h in handles: h.remove()
-    return [feats[i] for i in range(len(mods))]
+    out = [feats[i] for i in range(len(mods))]
+    if normed:
+        with torch.no_grad(): out[-1] = final(out[-1])
+    p = getattr(model, "num_prefix_tokens", 0)
+    return out if prefix else [t[:, p:] for t in out]
 
 # %% ../nbs/03_analysis.ipynb #c023
-def attention_stats(model: nn.Module, batches, patch_size: Optional[int] = None, cls: Optional[bool] = None) -> dict:
-    "Per block and head, mean attention `entropy` and `distance` (px) over `batches` of images: two `(L, H)` tensors."
+MAELITE_DISTANCE_STEP = 14   # MAE-lite's attention analyser: patch-grid distances x 14 (its ViT-Tiny/16 figures' axis)
+
+def attention_stats(model: nn.Module, batches, patch_size: Optional[int] = None, cls: Optional[bool] = None,
+                    step: Optional[float] = None) -> dict:
+    """Per block and head, mean attention `entropy` and `distance` over `batches` of images: two `(L, H)` tensors, and the
+    distance's `unit`: pixels, or `step` per patch step when given (MAE-lite's analyser: 14, `MAELITE_DISTANCE_STEP`)."""
     if isinstance(batches, torch.Tensor): batches = [batches]
     pe = getattr(model, "patch_embed", None)
     if patch_size is None: patch_size = pe.patch_size[0]
+    unit = "px" if step is None else f"patch steps x {step:g}"
+    if step is not None: patch_size = step
     if cls is None: cls = getattr(model, "cls_token", None) is not None
     ent, dist, n = 0., 0., 0
     for xb in batches:
@@ -139,12 +153,13 @@ def attention_stats(model: nn.Module, batches, patch_size: Optional[int] = None,
         ent = ent + torch.stack([attention_entropy(m, cls) for m in maps]) * len(xb)
         dist = dist + torch.stack([attention_distance(m, grid, patch_size, cls) for m in maps]) * len(xb)
         n += len(xb)
-    return dict(entropy=ent / n, distance=dist / n)
+    return dict(entropy=ent / n, distance=dist / n, unit=unit)
 
 def attention_frame(stats: dict):
-    "Long `pandas.DataFrame` (model, depth 1.., head, entropy, distance) from `{model name: attention_stats(...)}`."
+    "Long `pandas.DataFrame` (model, depth 1.., head, entropy, distance, distance_unit) from `{model name: attention_stats(...)}`."
     import pandas as pd
-    rows = [dict(model=name, depth=l + 1, head=h, entropy=float(s["entropy"][l, h]), distance=float(s["distance"][l, h]))
+    rows = [dict(model=name, depth=l + 1, head=h, entropy=float(s["entropy"][l, h]), distance=float(s["distance"][l, h]),
+                 distance_unit=s.get("unit", "px"))
             for name, s in stats.items() for l in range(s["entropy"].shape[0]) for h in range(s["entropy"].shape[1])]
     return pd.DataFrame(rows)
 
@@ -195,12 +210,13 @@ class MinibatchCKA:
         return self.xy / (self.xx[:, None] * self.yy[None, :]).sqrt()
 
 # %% ../nbs/03_analysis.ipynb #c035
-def model_cka(model_x: nn.Module, model_y: nn.Module, batches, normed: bool = True) -> torch.Tensor:
-    "Layer-by-layer CKA matrix `(L_x, L_y)` of two models' block outputs over `batches` of images (each >= 4)."
+def model_cka(model_x: nn.Module, model_y: nn.Module, batches, normed: bool = True, embed: bool = True,
+              prefix: bool = False) -> torch.Tensor:
+    "Layer-by-layer CKA matrix `(1 + L_x, 1 + L_y)` (row 0: the embedding) of two models' tokens over `batches` of images (each >= 4)."
     if isinstance(batches, torch.Tensor): batches = [batches]
     acc = None
     for xb in batches:
-        fx, fy = capture_tokens(model_x, xb, normed), capture_tokens(model_y, xb, normed)
+        fx, fy = capture_tokens(model_x, xb, normed, embed, prefix), capture_tokens(model_y, xb, normed, embed, prefix)
         acc = acc or MinibatchCKA(len(fx), len(fy))
         acc.update(fx, fy)
     return acc.compute()
@@ -219,7 +235,9 @@ def plot_attention(stats: dict, path, title: Optional[str] = None):
     import matplotlib.pyplot as plt, seaborn as sns
     df = attention_frame(stats)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for ax, col, lab in zip(axes, ("distance", "entropy"), ("attention distance (px)", "attention entropy (nats)")):
+    units = sorted(set(df.distance_unit))
+    if len(units) > 1: raise ValueError(f"the models' distances are in different units {units}: measure them with the same step")
+    for ax, col, lab in zip(axes, ("distance", "entropy"), (f"attention distance ({units[0]})", "attention entropy (nats)")):
         sns.boxplot(data=df, x="depth", y=col, hue="model", ax=ax, fliersize=2)
         ax.set_ylabel(lab); ax.set_xlabel("layer")
     if title: fig.suptitle(title)
@@ -227,14 +245,15 @@ def plot_attention(stats: dict, path, title: Optional[str] = None):
     fig.savefig(path, dpi=120); plt.close(fig)
     return Path(path)
 
-def plot_cka(cka: torch.Tensor, path, xlabel: str = "model Y layer", ylabel: str = "model X layer", title: Optional[str] = None):
-    "Figure 1-style heatmap of a CKA matrix (rows: layers of X, 1-based), saved to `path`."
+def plot_cka(cka: torch.Tensor, path, xlabel: str = "model Y layer", ylabel: str = "model X layer", title: Optional[str] = None,
+             first: int = 0):
+    "Figure 1-style heatmap of a CKA matrix (rows: layers of X, numbered from `first`: 0 = the embedding, `model_cka`'s default), saved to `path`."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt, seaborn as sns
     c = torch.as_tensor(cka).double().numpy()
     fig, ax = plt.subplots(figsize=(1 + .45 * c.shape[1], .8 + .4 * c.shape[0]))
     sns.heatmap(c, ax=ax, vmin=0, vmax=1, cmap="magma", square=True,
-                xticklabels=range(1, c.shape[1] + 1), yticklabels=range(1, c.shape[0] + 1))
+                xticklabels=range(first, first + c.shape[1]), yticklabels=range(first, first + c.shape[0]))
     ax.invert_yaxis(); ax.set_xlabel(xlabel); ax.set_ylabel(ylabel)
     if title: ax.set_title(title)
     fig.tight_layout(); Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import build_sincos2d_pos_embed, trunc_normal_
+from functools import partial
+from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from .compress import owner_from_source
+from .backbones.vit import mae_init_, sincos_pos_embed
 
 # %% auto #0
 __all__ = ['grid_coords', 'representatives', 'fill_tokens', 'Decoder']
@@ -80,25 +82,28 @@ def fill_tokens(x, source, dummy, grid, mode: str = "slot", class_token: bool = 
 class Decoder(nn.Module):
     "Light transformer decoder: fill the emptied slots, add position embeddings, `depth` blocks, linear head."
     def __init__(self, grid: tuple, in_dim: int, out_dim: int, width: int | None = None, depth: int = 2,
-                 num_heads: int | None = None, mlp_ratio: float = 4.0, fill: str = "slot", class_token: bool = True):
+                 num_heads: int | None = None, mlp_ratio: float = 4.0, fill: str = "slot", class_token: bool = True,
+                 init: str = "mae"):
         super().__init__()
         if depth < 0: raise ValueError(f"decoder depth must be >= 0, got {depth}")
+        if init not in ("mae", "own"): raise ValueError(f"unknown init {init!r}; valid options: mae, own (PyTorch's defaults)")
         self.grid, self.depth, self.fill, self.class_token = tuple(grid), depth, fill, class_token
         if depth == 0:
             self.head = nn.Linear(in_dim, out_dim)
+            if init == "mae": mae_init_(self)
             return
         width = width or in_dim
         num_heads = num_heads or max(1, width // 64)
         if width % num_heads: raise ValueError(f"decoder width {width} is not divisible by {num_heads} heads")
         self.embed = nn.Linear(in_dim, width)
         self.dummy = nn.Parameter(torch.zeros(1, 1, width))
-        pos = build_sincos2d_pos_embed(list(self.grid), width)
-        if class_token: pos = torch.cat([torch.zeros(1, width), pos], 0)
-        self.register_buffer("pos_embed", pos.unsqueeze(0), persistent=False)
-        self.blocks = nn.Sequential(*[Block(width, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
-        self.norm = nn.LayerNorm(width)
+        self.register_buffer("pos_embed", sincos_pos_embed(self.grid, width, class_token).unsqueeze(0), persistent=False)
+        norm = partial(nn.LayerNorm, eps=1e-6)      # MAE's decoder norms
+        self.blocks = nn.Sequential(*[Block(width, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)])
+        self.norm = norm(width)
         self.head = nn.Linear(width, out_dim)
-        trunc_normal_(self.dummy, std=0.02)
+        if init == "mae": mae_init_(self); nn.init.normal_(self.dummy, std=.02)
+        else: trunc_normal_(self.dummy, std=0.02)
 
     def forward(self, x, source) -> torch.Tensor:
         "Predictions `(B, P, out_dim)` for every patch position from the encoder's `x (B,T,C)` and its `owner` (or a dense `source`)."

@@ -308,11 +308,12 @@ def finetune_hier(encoder: nn.Module, num_classes: int, drop_path: float = 0.2, 
     elif isinstance(encoder, GreenMIMSwin): base, extra = SwinEncoder, dict(mask_token=False)   # Swin has its own relative bias
     else: raise ValueError(f"finetune_hier takes a CompressedHiViT, CompressedConViT, GreenMIMSwin or ITPN, got {type(encoder).__name__}")
     sig = inspect.signature(base.__init__).parameters
-    kw = {k: v for k, v in encoder.build_kwargs.items() if k in sig}
+    kw = {k: v for k, v in encoder.build_kwargs.items() if k in sig and k not in ("init", "fuse")}   # the backbone's own build (ConvMAE
+    # fine-tunes without its pre-training fusion), then the weights
     m = base(**{**kw, **extra, "num_classes": num_classes, "drop_path_rate": drop_path})
     res = m.load_state_dict(encoder.state_dict(), strict=False)
     new = {k for k in res.missing_keys if k.startswith(("head.", "rel_pos."))}
-    if set(res.unexpected_keys) - {"mask_token"} or set(res.missing_keys) - new:
+    if {k for k in res.unexpected_keys if k != "mask_token" and not k.startswith(("fuse1.", "fuse2."))} or set(res.missing_keys) - new:
         raise ValueError(f"the encoder does not fit {base.__name__}: missing {sorted(set(res.missing_keys) - new)[:5]}, unexpected {res.unexpected_keys[:5]}")
     _zero_new_rel_pos(m, new)
     if base is not SwinEncoder: use_fc_norm(m)   # HiViT's / ConvMAE's pooling (Swin's code normalises the tokens, then pools)
@@ -327,7 +328,7 @@ def _zero_new_rel_pos(m: nn.Module, new: set) -> None:
         for k in new:
             if k.startswith("rel_pos.") and k in params: params[k].zero_()
 
-_PYRAMID = ("fpn16", "split16", "lat8", "fpn8", "split8", "lat4", "fpn4", "level_heads", "mask_token")
+_PYRAMID = ("align16", "split16", "lat8", "td8", "split8", "lat4", "td4", "fpn16", "fpn8", "fpn4", "level_heads", "mask_token")
 
 class ITPNClassifier(ITPN):
     """An iTPN's backbone with a head (iTPN fine-tunes its backbone: the pyramid, the level heads and the mask token are removed):
@@ -340,7 +341,7 @@ class ITPNClassifier(ITPN):
 
 def _finetune_itpn(encoder: ITPN, num_classes: int, drop_path: float, rpe: bool) -> ITPNClassifier:
     "An iTPN's fine-tuning model: its relative position bias is kept when it was pre-trained with one, added (zero) when `rpe`."
-    kw = dict(getattr(encoder, "build_kwargs", {}))
+    kw = {k: v for k, v in getattr(encoder, "build_kwargs", {}).items() if k != "init"}
     m = ITPNClassifier(**{**kw, "rel_pos_bias": bool(rpe or encoder.rel_pos is not None), "num_classes": num_classes,
                           "drop_path_rate": drop_path})
     res = m.load_state_dict(encoder.state_dict(), strict=False)

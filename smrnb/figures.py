@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from .analysis import attention_stats, attention_frame, model_cka, plot_cka, token_diversity
+from .analysis import MAELITE_DISTANCE_STEP, attention_stats, attention_frame, model_cka, plot_cka, token_diversity
 from .compress import compress
 from .methods.maelite import plot_attention_by_depth
 from .methods.pcae import drop_counts
@@ -121,16 +121,17 @@ def plot_diversity(df: pd.DataFrame, path, title: Optional[str] = None, panel: s
     fig.tight_layout()
     return _save(fig, path)
 
-def attention_figure(models: dict, batches, path, title: Optional[str] = None):
-    "MAE-lite Figure 3-4: box plots over heads of attention distance and entropy per depth for each of `models`; `(path, frame)`."
-    df = attention_frame({name: attention_stats(m, _batches(batches)) for name, m in models.items()})
+def attention_figure(models: dict, batches, path, title: Optional[str] = None, step: Optional[float] = None):
+    """MAE-lite Figure 3-4: box plots over heads of attention distance and entropy per depth for each of `models`; `(path, frame)`.
+    Distances in pixels, or `step` per patch step (`MAELITE_DISTANCE_STEP`: the paper's axis); the axis names the unit."""
+    df = attention_frame({name: attention_stats(m, _batches(batches), step=step) for name, m in models.items()})
     fig = plot_attention_by_depth(df)
     if title: fig.suptitle(title); fig.tight_layout()
     return _save(fig, path), df
 
 def cka_figure(model_x: nn.Module, model_y: nn.Module, batches, path, xlabel: str = "model Y layer",
                ylabel: str = "model X layer", title: Optional[str] = None):
-    "MAE-lite Figure 4-style layer-by-layer linear CKA heatmap of two models' block outputs; `(path, cka (L_x, L_y))`."
+    "MAE-lite Figure 4-style layer-by-layer linear CKA heatmap of two models' tokens (layer 0 the embedding, no CLS); `(path, cka (1 + L_x, 1 + L_y))`."
     cka = model_cka(model_x, model_y, _batches(batches))
     return plot_cka(cka, path, xlabel, ylabel, title), cka
 
@@ -250,8 +251,8 @@ def paper_figures(runs_dir, out_dir, scale: str = "tiny", data_root="data/toy", 
     res["diversity"] = plot_diversity(div, out / "pcae_fig3_diversity.png", title=f"PCAE Figure 3: token diversity ({source})")
     div.to_csv(res.setdefault("diversity_csv", out / "pcae_fig3_diversity.csv"), index=False)
     # MAE-lite Figure 3: attention distance / entropy
-    res["attention"], att = attention_figure({tiny: enc, tname: tm}, batches, out / "maelite_fig3_attention.png",
-                                             title=f"MAE-lite Figure 3: attention per depth ({source})")
+    res["attention"], att = attention_figure({tiny: enc, tname: tm}, batches, out / "maelite_fig3_attention.png", step=MAELITE_DISTANCE_STEP,
+                                             title=f"MAE-lite Figure 3: attention per depth ({source}; distance in the paper's units)")
     att.to_csv(res.setdefault("attention_csv", out / "maelite_fig3_attention.csv"), index=False)
     # MAE-lite Figure 4: CKA
     xshort = f"{first[1].name} (trained)" if first is not None else f"{arch} (random init)"
@@ -263,8 +264,8 @@ def paper_figures(runs_dir, out_dir, scale: str = "tiny", data_root="data/toy", 
         notes.append("no second finished run (smr_ablation_4e/none-*): CKA against the timm model")
     res["cka"], cka = cka_figure(enc, other, batches, out / "maelite_fig4_cka.png", xlabel="Y layer", ylabel="X layer",
                                  title=f"MAE-lite Fig. 4: CKA\nX = {xshort}\nY = {yshort}")
-    pd.DataFrame(cka.numpy(), index=pd.RangeIndex(1, cka.shape[0] + 1, name="layer_x"),
-                 columns=range(1, cka.shape[1] + 1)).to_csv(res.setdefault("cka_csv", out / "maelite_fig4_cka.csv"))
+    pd.DataFrame(cka.numpy(), index=pd.RangeIndex(0, cka.shape[0], name="layer_x"),     # layer 0: the embedding (MAE-lite's)
+                 columns=range(0, cka.shape[1])).to_csv(res.setdefault("cka_csv", out / "maelite_fig4_cka.csv"))
     res["note"] = "; ".join(notes)
     (out / "figures_note.txt").write_text(res["note"] + "\n")
     return res

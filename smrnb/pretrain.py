@@ -9,13 +9,14 @@ from .methods.base import (DISTILL_KEYS, METHOD_CLASSES, METHOD_DEFAULTS, Pretra
 from .methods import masked, pcae, itpn   # each registers its methods
 import importlib
 from .config import registry_modules
-from .methods.masked import DMAE, MaskedReconstruction
+from .methods.masked import DMAE, MaskedReconstruction, SimMIM
 from .methods.pcae import PCAE
 from .methods.itpn import MFMPretrainer
 for _m in registry_modules("smrnb.methods"): importlib.import_module(_m)   # any other module of smrnb/methods/ registers itself
 _all_ = ["DISTILL_KEYS", "METHOD_CLASSES", "METHOD_DEFAULTS", "PretrainConfig", "Pretrainer", "batch_masking", "method_class",
-         "random_masking", "recon_loss", "register_method", "DMAE", "MaskedReconstruction", "PCAE", "MFMPretrainer"]
+         "random_masking", "recon_loss", "register_method", "DMAE", "MaskedReconstruction", "SimMIM", "PCAE", "MFMPretrainer"]
 
 # %% auto #0
 __all__ = ['DISTILL_KEYS', 'METHOD_CLASSES', 'METHOD_DEFAULTS', 'PretrainConfig', 'Pretrainer', 'batch_masking', 'method_class',
-           'random_masking', 'recon_loss', 'register_method', 'DMAE', 'MaskedReconstruction', 'PCAE', 'MFMPretrainer']
+           'random_masking', 'recon_loss', 'register_method', 'DMAE', 'MaskedReconstruction', 'SimMIM', 'PCAE',
+           'MFMPretrainer']

@@ -61,17 +61,18 @@ def _clip_shape(model_name: str) -> dict:
                 mlp_ratio=v.get("mlp_ratio", 4.0), proj=c["embed_dim"])
 
 def param_counts(cfg: dict) -> dict:
-    "Parameters of a `Pretrainer` built from `cfg`, analytically: the trained ones (`student`) by part, the largest block, the root group, the teacher."
+    "Parameters of a `Pretrainer` built from `cfg`, analytically: the trained ones (`student`) by part, the frozen ones (`fixed`), the largest block, the root group, the teacher."
     c = _resolved(cfg)
     _vit_only(c.arch)
     s = ViTShape.from_arch(c.arch, c.img_size)
     D, C, p = s.embed_dim, s.in_chans, s.patch_size
     block = _block_params(D, s.mlp_ratio)
-    embed = C * p * p * D + D + int(s.class_token) * D + s.num_tokens * D        # patch conv (+bias), class token, positions
+    fixed = s.num_tokens * D if c.init == "mae" else 0                              # MAE's sin-cos table: a parameter, not trained
+    embed = C * p * p * D + D + int(s.class_token) * D + s.num_tokens * D - fixed  # patch conv (+bias), class token, learned positions
     encoder = embed + s.depth * block + 2 * D
     t = dict(kind=c.target, params=0, tokens=0, width=0)
     if c.target == "pixel": out = p * p * C
-    elif c.target == "ema": out, t = D, dict(kind="ema", params=encoder, tokens=s.num_tokens, width=D)
+    elif c.target == "ema": out, t = D, dict(kind="ema", params=encoder + fixed, tokens=s.num_tokens, width=D)
     elif c.target != "clip":
         raise ValueError(f"target {c.target!r}: the planner knows pixel, ema and clip targets (a 'frozen' teacher file's size is in the file)")
     else:
@@ -86,7 +87,7 @@ def param_counts(cfg: dict) -> dict:
     else: dec_block, dec_blocks, dec_root = 0, 0, D * out + out           # a linear head
     mask = D if c.input_mask == "token" else 0
     student = encoder + dec_root + dec_blocks * dec_block + mask
-    return dict(student=student, encoder=encoder, decoder=dec_root + dec_blocks * dec_block, mask_token=mask,
+    return dict(student=student, fixed=fixed, encoder=encoder, decoder=dec_root + dec_blocks * dec_block, mask_token=mask,
                 block=max(block, dec_block), root=embed + 2 * D + dec_root + mask, target_dim=out,
                 teacher=t["params"], teacher_kind=t["kind"], teacher_tokens=t["tokens"], teacher_width=t["width"])
 
@@ -167,7 +168,7 @@ def memory_plan(method: str = "smr", arch: str = "vit_large", batch: int = 64, w
     act = activation_bytes(cfg, batch, bf16, grad_checkpointing)
     wb = 2 if bf16 else 4                                                    # gathered block weights
     parts = dict(
-        params=4 * P / shard, grads=4 * P / shard, optimizer=8 * P / shard,
+        params=4 * (P + n["fixed"]) / shard, grads=4 * P / shard, optimizer=8 * P / shard,
         ddp_buckets=4 * P if world > 1 and not fsdp else 0,
         autocast_copies=(2 * (n["root"] if fsdp else P)) if bf16 else 0,
         fsdp_gathered=(4 * n["root"] + n["block"] * (2 * wb + wb + 4)) if fsdp else 0,
@@ -185,9 +186,9 @@ def largest_batch(method: str = "smr", arch: str = "vit_large", budget_gib: floa
     return b
 
 def checkpoint_bytes(cfg: dict) -> float:
-    "Bytes of a full checkpoint: fp32 weights and AdamW's two moments of the trained parameters, plus an EMA teacher."
+    "Bytes of a full checkpoint: fp32 weights (the frozen ones too) and AdamW's two moments of the trained parameters, plus an EMA teacher."
     n = param_counts(cfg)
-    return float(12 * n["student"] + (4 * n["teacher"] if n["teacher_kind"] == "ema" else 0))
+    return float(12 * n["student"] + 4 * n["fixed"] + (4 * n["teacher"] if n["teacher_kind"] == "ema" else 0))
 
 # %% ../nbs/34_scale.ipynb #c026
 def plan_10b(global_batch: int = 2048, budget_gib: float = GPU_80GB_GIB, methods=("smr", "sd"), arch: str = "vit_10b",

@@ -21,11 +21,12 @@ def _check_outputs(res, out, tiny_depth, y_depth):
     assert last["toy random init, PCAE dropping"] == 6 and last["vit_tiny_patch16_224 random init, random dropping"] == 12
     for m, g in div.groupby("model"): assert sorted(g.layer) == list(range(last[m] + 1)), m
     att = pd.read_csv(res["attention_csv"])
-    assert list(att.columns) == ["model", "depth", "head", "entropy", "distance"]
+    assert list(att.columns) == ["model", "depth", "head", "entropy", "distance", "distance_unit"]
+    assert set(att.distance_unit) == {"patch steps x 14"}   # MAE-lite's units, named on the axis
     assert sorted(att.groupby("model").depth.max()) == sorted([tiny_depth, 12])
     assert (att.distance > 0).all() and (att.entropy > 0).all()
     cka = pd.read_csv(res["cka_csv"], index_col=0)
-    assert cka.shape == (tiny_depth, y_depth)
+    assert cka.shape == (tiny_depth + 1, y_depth + 1) and list(cka.index) == list(range(tiny_depth + 1))   # layer 0: the embedding
     assert ((cka.values > -1e-6) & (cka.values < 1 + 1e-6)).all()
     assert (out / "figures_note.txt").read_text().strip() == res["note"]
 

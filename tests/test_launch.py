@@ -73,7 +73,7 @@ def test_hierarchical_rows_and_greenmim_run_through_the_launcher(tmp_path, toy):
         r = run("--exp", exp, "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path), *tiny_sets(toy))
         assert r.returncode == 0, r.stdout + r.stderr
     want = {"hivit_smr300": ("hivit_toy", "smr"), "hivit_mae": ("hivit_toy", "mae"), "hivit_fdclip300": ("hivit_toy", "sd"),
-            "convit_smr300": ("convit_toy", "smr"), "convmae": ("convit_toy", "mae"), "greenmim800": ("swin_toy", "greenmim"),
+            "convit_smr300": ("convit_toy", "smr"), "convmae": ("convit_toy", "convmae"), "greenmim800": ("swin_toy", "greenmim"),
             "simmim800": ("swin_toy", "simmim")}
     for variant, (arch, method) in want.items():
         (d,) = tmp_path.glob(f"tiny/*/{variant}-*")
@@ -83,6 +83,8 @@ def test_hierarchical_rows_and_greenmim_run_through_the_launcher(tmp_path, toy):
         assert 0 <= ev["linear_probe"] <= 1, (variant, ev)
         loss = [json.loads(l)["loss"] for l in (d / "metrics.jsonl").read_text().splitlines()]
         assert loss and all(x == x and x < 1e3 for x in loss), (variant, loss)
+    c = json.loads(next(tmp_path.glob("tiny/smr_table2/convmae-*/config.json")).read_text())["config"]
+    assert c["encoder_kw"] == {"fuse": True} and c["init"] == "mae"      # ConvMAE pre-trains with its multi-scale fusion
     c = json.loads(next(tmp_path.glob("tiny/smr_table2/hivit_smr300-*/config.json")).read_text())["config"]
     assert c["schedule"] == "1-2:17-16"              # 25x4 in blocks 1-4 of 24 -> blocks 1-2 of 12, 100 x 64/196 tokens
     r = run("--exp", "greenmim_swin", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))

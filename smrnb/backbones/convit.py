@@ -14,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from timm.layers import DropPath, LayerNorm2d, Mlp, PatchEmbed, trunc_normal_
 from timm.models.vision_transformer import Block
 from .hivit import MeanPoolHead, gather_tokens, keep_from_mask, mask_from_keep
+from .vit import mae_init_, sincos_pos_embed
 
 # %% auto #0
 __all__ = ['CONVIT_PRESETS', 'stage_mask', 'ConvBlock', 'ConvPatchEmbed', 'ConViT', 'create_convit']
@@ -60,8 +61,10 @@ class ConViT(MeanPoolHead, nn.Module):
                  embed_dims: Sequence[int] = (256, 384, 768), depths: Sequence[int] = (2, 2, 11), num_heads: int = 12,
                  mlp_ratios: Sequence[float] = (4., 4., 4.), kernel_size: int = 5, qkv_bias: bool = True, fuse: bool = False,
                  drop_rate: float = 0., proj_drop_rate: float = 0., attn_drop_rate: float = 0., drop_path_rate: float = 0.,
-                 norm_layer=None, act_layer=nn.GELU, block_fn=Block, attn_layer=None):
+                 norm_layer=None, act_layer=nn.GELU, block_fn=Block, attn_layer=None, init: str = "own"):
         super().__init__()
+        if init not in ("own", "mae"): raise ValueError(f"unknown init {init!r}; valid options: own (timm style), mae (ConvMAE's)")
+        self.init_scheme = init
         if not len(patch_sizes) == len(embed_dims) == len(depths) == len(mlp_ratios) == 3:
             raise ValueError("patch_sizes, embed_dims, depths and mlp_ratios need one entry per stage (3 stages)")
         self.patch_size = math.prod(patch_sizes)
@@ -98,7 +101,14 @@ class ConViT(MeanPoolHead, nn.Module):
         self.init_weights()
 
     def init_weights(self):
-        "timm ViT style: truncated-normal (std 0.02) position embedding and linear weights, zero biases; convs keep PyTorch's init."
+        """timm ViT style: truncated-normal (std 0.02) position embedding and linear weights, zero biases; convs keep PyTorch's
+        init. `init="mae"`: ConvMAE's pre-training model instead: MAE's fixed sin-cos table (frozen), xavier linear weights with
+        zero biases, the stage-3 patch embedding's conv as a linear (`smrnb.backbones.vit.mae_init_`); the other convs as PyTorch's."""
+        if self.init_scheme == "mae":
+            with torch.no_grad(): self.pos_embed.copy_(sincos_pos_embed(self.grid_size, self.embed_dim)[None])
+            self.pos_embed.requires_grad_(False)
+            mae_init_(self, convs=[self.patch_embed3.proj])
+            return
         trunc_normal_(self.pos_embed, std=.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):

@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 from timm.layers import DropPath, Mlp, PatchEmbed, RelPosBias, trunc_normal_
 from timm.models.swin_transformer import PatchMerging
 from timm.models.vision_transformer import Block
+from .vit import sincos_pos_embed
 
 # %% auto #0
 __all__ = ['HIVIT_PRESETS', 'image_patches', 'gather_tokens', 'keep_from_mask', 'mask_from_keep', 'MlpBlock', 'HiViTStage',
@@ -94,8 +95,11 @@ class HiViT(MeanPoolHead, nn.Module):
                  num_classes: int = 0, embed_dim: int = 512, stem_depths: Sequence[int] = (4, 4), depth: int = 20,
                  num_heads: int = 8, stem_mlp_ratio: float = 3., mlp_ratio: float = 4., qkv_bias: bool = True,
                  rel_pos_bias: bool = False, drop_rate: float = 0., proj_drop_rate: float = 0., attn_drop_rate: float = 0.,
-                 drop_path_rate: float = 0., norm_layer=None, act_layer=nn.GELU, block_fn=Block, attn_layer=None):
+                 drop_path_rate: float = 0., norm_layer=None, act_layer=nn.GELU, block_fn=Block, attn_layer=None,
+                 init: str = "own"):
         super().__init__()
+        if init not in ("own", "mae"): raise ValueError(f"unknown init {init!r}; valid options: own (HiViT's), mae")
+        self.init_scheme = init
         n_merge = len(stem_depths)
         if inner_patch * 2 ** n_merge != patch_size:
             raise ValueError(f"inner_patch {inner_patch} doubled by {n_merge} merges is {inner_patch * 2 ** n_merge}, not patch_size {patch_size}")
@@ -130,12 +134,16 @@ class HiViT(MeanPoolHead, nn.Module):
         self.init_weights()
 
     def init_weights(self):
-        "timm ViT style: truncated-normal (std 0.02) position embedding and linear weights, zero biases."
+        """HiViT's: truncated-normal (std 0.02) linear weights, zero biases, and a truncated-normal position table; with
+        `init="mae"` the table is MAE's fixed sin-cos one (`smrnb.backbones.vit.sincos_pos_embed`, frozen), as iTPN's MAE code has it."""
         trunc_normal_(self.pos_embed, std=.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=.02)
                 if m.bias is not None: nn.init.zeros_(m.bias)
+        if self.init_scheme == "mae":
+            with torch.no_grad(): self.pos_embed.copy_(sincos_pos_embed(self.grid_size, self.embed_dim)[None])
+            self.pos_embed.requires_grad_(False)
 
     def _keep(self, keep, mask):
         if mask is not None and keep is None: keep = keep_from_mask(mask)

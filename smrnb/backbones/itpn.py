@@ -14,12 +14,12 @@ from timm.layers import Mlp, SwiGLU, trunc_normal_
 from timm.models.vision_transformer import Block
 from .hivit import HiViT, MlpBlock, gather_tokens
 from ..compress import bipartite_match
-from ..config import from_preset, spread_counts
+from ..config import from_preset, register_model_change, spread_counts
 
 
 # %% auto #0
-__all__ = ['ITPN_PRESETS', 'CMlp', 'cmlp_block', 'PatchSplit', 'ITPNOutput', 'ITPN', 'migration_counts', 'migrate',
-           'block_tokens', 'block_gathering', 'create_itpn', 'count_params']
+__all__ = ['ITPN_PRESETS', 'CMlp', 'cmlp_block', 'QVBiasLinear', 'ConvPatchMerge', 'PatchSplit', 'ITPNOutput', 'ITPN',
+           'migration_counts', 'migrate', 'block_tokens', 'block_gathering', 'create_itpn', 'count_params']
 
 # %% ../../nbs/10_itpn.ipynb #c006
 class CMlp(nn.Module):
@@ -50,13 +50,35 @@ def cmlp_block(dim: int, mlp_ratio: float = 3., conv: bool = False, swiglu: bool
     if conv or swiglu or subln: b.mlp = CMlp(dim, int(dim * mlp_ratio), conv, swiglu, subln)
     return b
 
+# %% ../../nbs/10_itpn.ipynb #c008b
+class QVBiasLinear(nn.Module):
+    "A fused `qkv` projection `dim -> 3 * d` whose bias has query and value parts only (the keys get none)."
+    def __init__(self, dim: int, out_features: int):
+        super().__init__()
+        if out_features % 3: raise ValueError(f"a qkv projection has 3 equal parts, got {out_features} outputs")
+        self.in_features, self.out_features = dim, out_features
+        self.weight = nn.Parameter(trunc_normal_(torch.empty(out_features, dim), std=.02))
+        self.q_bias, self.v_bias = nn.Parameter(torch.zeros(out_features // 3)), nn.Parameter(torch.zeros(out_features // 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias]))
+
+class ConvPatchMerge(nn.Module):
+    "LayerNorm, then a 2x2 stride-2 convolution to twice the channels, on each patch's sub-tokens `(M,h,w,C)` -> `(M,h/2,w/2,2C)`."
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm, self.reduction = nn.LayerNorm(dim, eps=1e-6), nn.Conv2d(dim, 2 * dim, 2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reduction(self.norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
 # %% ../../nbs/10_itpn.ipynb #c010
 class PatchSplit(nn.Module):
-    "LN + Linear(C -> 4F): each sub-token of the patches `(M,h,w,C)` becomes 2x2 sub-tokens, `(M,2h,2w,F)`."
+    "LN + Linear(C -> 4F, no bias): each sub-token of the patches `(M,h,w,C)` becomes 2x2 sub-tokens, `(M,2h,2w,F)`."
     def __init__(self, dim: int, out_dim: int):
         super().__init__()
         self.out_dim = out_dim
-        self.norm, self.reduction = nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * out_dim)
+        self.norm, self.reduction = nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * out_dim, bias=False)   # the reference's: no bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         M, h, w, _ = x.shape
@@ -66,7 +88,7 @@ class PatchSplit(nn.Module):
 # %% ../../nbs/10_itpn.ipynb #c014
 @dataclass
 class ITPNOutput:
-    "`stages`: U1 `(B,K,16,C/4)`, U2 `(B,K,4,C/2)`, U3 `(B,K,C)`; `levels`: V1 `(B,K,16,F)`, V2 `(B,K,4,F)`, V3 `(B,K,C)`; `merged` `(B,K,C)`."
+    "`stages`: U1 `(B,K,16,C/4)`, U2 `(B,K,4,C/2)`, U3 `(B,K,C)`; `levels`: V1 `(B,K,16,F)`, V2 `(B,K,4,F)`, V3 `(B,K,F)`; `merged` `(B,K,C)`."
     stages: list
     levels: list
     merged: torch.Tensor
@@ -79,32 +101,46 @@ def _swiglu(**kw) -> SwiGLU:
     return SwiGLU(**{**kw, "act_layer": nn.SiLU})
 
 class ITPN(HiViT):
-    "iTPN: HiViT + a pre-trainable feature pyramid; Fast-iTPN's token migration and token gathering as options."
+    """iTPN: HiViT + a pre-trainable feature pyramid; Fast-iTPN's token migration and token gathering as options, and the
+    architecture of the released Fast-iTPN (`fast_itpn/modeling_finetune.py`) as flags: `conv_mlp` + `subln` (the stems' 1x1-conv
+    MLPs with GELU and a LayerNorm on the hidden units), `swiglu` (+ `subln`: the main blocks' SwiGLU with its hidden LayerNorm),
+    `conv_merge` (LN + 2x2 stride-2 conv patch merging), `patch_norm` (off: no norm after the patch embedding), `qv_bias` (q and v
+    biases, none on k), `layer_scale` (per-channel scales of the main blocks' branches, initial value)."""
     def __init__(self, fpn_dim: int = 256, fpn_depth: int = 1, conv_mlp: bool = False, swiglu: bool = False, subln: bool = False,
                  migration_ratio: float = 0., migration_window: int | None = None, gathering: bool = False, gather_window: int = 7,
-                 window_attention: bool = False, **kwargs):
-        if swiglu or subln:   # sub-LN: timm's scale_attn_norm / scale_mlp_norm (a LayerNorm before each output projection)
-            kwargs.setdefault("block_fn", partial(Block, scale_attn_norm=subln, scale_mlp_norm=subln, mlp_layer=_swiglu if swiglu else Mlp))
+                 window_attention: bool = False, conv_merge: bool = False, patch_norm: bool = True, qv_bias: bool = False,
+                 layer_scale: float | None = None, **kwargs):
+        if swiglu or subln or layer_scale:   # sub-LN: the LayerNorm on the MLP's hidden units (timm's scale_mlp_norm); none in attention
+            kwargs.setdefault("block_fn", partial(Block, scale_mlp_norm=subln, mlp_layer=_swiglu if swiglu else Mlp, init_values=layer_scale))
         super().__init__(**kwargs)
         C, smr = self.embed_dim, kwargs.get("stem_mlp_ratio", 3.)
         if len(self.stem) != 2: raise ValueError("iTPN needs HiViT's two stem stages (strides 4 and 8)")
         flags = dict(conv=conv_mlp, swiglu=swiglu, subln=subln)
-        if conv_mlp or swiglu or subln:
-            for st in self.stem:
-                for b in st.blocks: b.mlp = CMlp(b.norm.normalized_shape[0], int(b.norm.normalized_shape[0] * smr), **flags)
+        for st in self.stem:
+            d = st.blocks[0].norm.normalized_shape[0]
+            if conv_mlp or subln:            # the released stems: GELU, never SwiGLU
+                for b in st.blocks: b.mlp = CMlp(d, int(d * smr), conv_mlp, False, subln)
+            if conv_merge: st.downsample = ConvPatchMerge(d)
+        if not patch_norm: self.patch_embed.norm = nn.Identity()
+        if qv_bias:
+            for b in self.blocks: b.attn.qkv = QVBiasLinear(C, b.attn.qkv.out_features)
         # token migration splits A/B within each window (§4.1, Figure 3a): the attention window unless given (0: the whole sequence)
         self.fpn_dim, self.migration_ratio = fpn_dim, migration_ratio
         self.migration_window = gather_window if migration_window is None else migration_window
         self.gathering, self.gather_window, self.window_attention = gathering, gather_window, window_attention
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, C // 4))
         self.gather_embed = nn.Parameter(torch.zeros(1, 1, C))
-        self.fpn16 = nn.Sequential(*[cmlp_block(C, smr, **flags) for _ in range(fpn_depth)])
-        self.split16, self.lat8 = PatchSplit(C, fpn_dim), nn.Linear(C // 2, fpn_dim)
-        self.fpn8 = nn.Sequential(*[cmlp_block(fpn_dim, smr, **flags) for _ in range(fpn_depth)])
-        self.split8, self.lat4 = PatchSplit(fpn_dim, fpn_dim), nn.Linear(C // 4, fpn_dim)
-        self.fpn4 = nn.Sequential(*[cmlp_block(fpn_dim, smr, **flags) for _ in range(fpn_depth)])
-        self.level_heads = nn.ModuleList([nn.Sequential(nn.LayerNorm(d, eps=1e-6), nn.Linear(d, o))
-                                          for d, o in [(fpn_dim, C // 16), (fpn_dim, C // 4), (C, C)]])
+        # the pyramid (Eq. 3, as the reference builds it): the raw stage-3 output aligned to the FPN width (level 16) and split upwards
+        # with bias-free lateral projections of the stem stages (levels 8, 4); `fpn_depth` blocks on that top-down path and one output
+        # block per level, all MLP-only at the main stage's MLP ratio; then an LN + Linear head per level (merged per patch)
+        blk = lambda: cmlp_block(fpn_dim, kwargs.get("mlp_ratio", 4.), **flags)
+        self.align16 = nn.Linear(C, fpn_dim) if C != fpn_dim else nn.Identity()
+        self.split16, self.lat8 = PatchSplit(C, fpn_dim), nn.Linear(C // 2, fpn_dim, bias=False)
+        self.td8 = nn.Sequential(*[blk() for _ in range(fpn_depth)])
+        self.split8, self.lat4 = PatchSplit(fpn_dim, fpn_dim), nn.Linear(C // 4, fpn_dim, bias=False)
+        self.td4 = nn.Sequential(*[blk() for _ in range(fpn_depth)])
+        self.fpn16, self.fpn8, self.fpn4 = blk(), blk(), blk()
+        self.level_heads = nn.ModuleList([nn.Sequential(nn.LayerNorm(fpn_dim, eps=1e-6), nn.Linear(fpn_dim, o)) for o in (C // 16, C // 4, C)])
         self.init_weights()
         trunc_normal_(self.mask_token, std=.02)
 
@@ -113,10 +149,8 @@ class ITPN(HiViT):
         return {"pos_embed", "mask_token", "gather_embed"} | {n for n, _ in self.named_parameters() if "relative_position" in n}
 
     def init_weights(self):
+        "HiViT's (truncated-normal linear weights, zero biases); convolutions keep PyTorch's, as the released Fast-iTPN's do."
         super().init_weights()
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1):
-                trunc_normal_(m.weight, std=.02); nn.init.zeros_(m.bias)
 
 # %% ../../nbs/10_itpn.ipynb #c017
 def _stem_levels(self: ITPN, x, keep=None, masked=None):
@@ -260,13 +294,15 @@ def _forward(self: ITPN, x: torch.Tensor, keep: Optional[torch.Tensor] = None, m
     "Backbone + pyramid on the kept patches (all by default); `masked (B,P)` patches enter as the mask token."
     (u1, u2), u3, store, pre = self.forward_backbone(x, keep, masked)
     B, K, C = u3.shape
-    v3 = self.fpn16(u3.reshape(B * K, 1, 1, C))          # every level as per-patch maps (M,h,w,·): C-MLP as 1x1 convs works
-    v2 = self.fpn8(self.lat8(u2) + self.split16(v3))
-    v1 = self.fpn4(self.lat4(u1) + self.split8(v2))
+    top = pre.reshape(B * K, 1, 1, C)          # the raw stage-3 output (before the final norm): every level a per-patch map (M,h,w,·)
+    v3 = self.fpn16(self.align16(top))
+    p8 = self.td8(self.split16(top) + self.lat8(u2))   # the top-down path runs through p8, p4; fpn8 / fpn4 are the levels' own blocks
+    v2 = self.fpn8(p8)
+    v1 = self.fpn4(self.td4(self.split8(p8) + self.lat4(u1)))
     h1, h2, h3 = self.level_heads
     merged = h1(v1).reshape(B, K, C) + h2(v2).reshape(B, K, C) + h3(v3).reshape(B, K, C)
     return ITPNOutput([u1.reshape(B, K, 16, -1), u2.reshape(B, K, 4, -1), u3],
-                      [v1.reshape(B, K, 16, -1), v2.reshape(B, K, 4, -1), v3.reshape(B, K, C)], merged, store, pre)
+                      [v1.reshape(B, K, 16, -1), v2.reshape(B, K, 4, -1), v3.reshape(B, K, -1)], merged, store, pre)
 
 ITPN.forward = _forward
 
@@ -276,15 +312,16 @@ ITPN_PRESETS = {
     "itpn_base":      dict(embed_dim=512, stem_depths=(3, 3), depth=24, num_heads=8, mlp_ratio=4., rel_pos_bias=True, fpn_dim=256),
     # Table 1: 2+2+40 blocks; embed 768, 12 heads as in HiViT-L
     "itpn_large":     dict(embed_dim=768, stem_depths=(2, 2), depth=40, num_heads=12, mlp_ratio=4., rel_pos_bias=True, fpn_dim=256),
-    # Table 2: no RPE, sub-LN, SwiGLU, ConvMLP, mlp ratio 3
+    # Table 2 as released (fast_itpn_base_3324_patch16_224): no RPE; GELU 1x1-conv stem MLPs and SwiGLU (ratio 3), both with a hidden
+    # LayerNorm; conv patch merging, no patch norm, q / v biases only, layer scale 0.1 (84.83M with a 1000-class head, as released)
     "fast_itpn_base": dict(embed_dim=512, stem_depths=(3, 3), depth=24, num_heads=8, mlp_ratio=3., rel_pos_bias=False, fpn_dim=256,
-                           subln=True, swiglu=True, conv_mlp=True),
+                           subln=True, swiglu=True, conv_mlp=True, conv_merge=True, patch_norm=False, qv_bias=True, layer_scale=0.1),
     "itpn_toy":       dict(img_size=32, patch_size=4, inner_patch=1, embed_dim=64, stem_depths=(1, 1), depth=4, num_heads=4,
                            fpn_dim=32, gather_window=4),
     # the toy with Table 2's Fast-iTPN changes (the tiny stand-in for fast_itpn_base)
     "fast_itpn_toy":  dict(img_size=32, patch_size=4, inner_patch=1, embed_dim=64, stem_depths=(1, 1), depth=4, num_heads=4,
                            fpn_dim=32, gather_window=4, mlp_ratio=3., rel_pos_bias=False, subln=True,
-                           swiglu=True, conv_mlp=True),
+                           swiglu=True, conv_mlp=True, conv_merge=True, patch_norm=False, qv_bias=True, layer_scale=0.1),
 }
 
 def create_itpn(name: str = "itpn_base", **kwargs) -> ITPN:
@@ -292,10 +329,15 @@ def create_itpn(name: str = "itpn_base", **kwargs) -> ITPN:
     return ITPN(**from_preset(ITPN_PRESETS, name, "iTPN preset", **kwargs))
 
 def count_params(m: nn.Module) -> dict:
-    "Parameters in millions: HiViT backbone (stem, pos. embedding, blocks, RPE, final norm), pyramid (FPN blocks, splits, laterals), heads."
-    pyr = ("fpn16", "split16", "lat8", "fpn8", "split8", "lat4", "fpn4")
+    "Parameters in millions: HiViT backbone (stem, pos. embedding, blocks, RPE, final norm), pyramid (alignment, splits, laterals, blocks), heads."
+    pyr = ("align16", "split16", "lat8", "td8", "split8", "lat4", "td4", "fpn16", "fpn8", "fpn4")
     n = lambda pred: sum(p.numel() for k, p in m.named_parameters() if pred(k)) / 1e6
     out = dict(backbone=n(lambda k: not k.startswith(pyr + ("level_heads", "mask_token", "gather_embed"))),
                pyramid=n(lambda k: k.startswith(pyr)), heads=n(lambda k: k.startswith("level_heads")))
     out["total"] = n(lambda k: True)
     return out
+
+register_model_change(r"(^|\.)(align16|td8|td4|fpn16|fpn8|fpn4|lat8|lat4|split16|split8|level_heads)\.",
+                      "iTPN's pyramid is built as Eq. 3 and the released code build it (issue 26): the raw stage-3 output aligned to the FPN "
+                      "width, bias-free laterals and splits, fpn_depth blocks on the top-down path plus one block per level at the main MLP "
+                      "ratio; a checkpoint written before has the earlier pyramid: pre-train it again")

@@ -5,6 +5,7 @@
 # %% ../../nbs/09_swin.ipynb #c003
 from __future__ import annotations
 from ..config import from_preset
+from functools import partial
 from typing import Optional, Sequence
 import torch
 import torch.nn as nn
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from timm.layers import ClassifierHead, PatchEmbed, trunc_normal_
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, SwinTransformerStage
 from .group_attention import GroupPlan, batch_mask, group_plan, group_window_attention, upsample_mask
+from .vit import mae_init_
 
 # %% auto #0
 __all__ = ['SWIN_PRESETS', 'token_mask', 'merge_visible', 'visible_block', 'SwinEncoder', 'create_swin']
@@ -51,8 +53,10 @@ class SwinEncoder(nn.Module):
     def __init__(self, img_size: int = 224, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 128,
                  depths: Sequence[int] = (2, 2, 18, 2), num_heads: Sequence[int] = (4, 8, 16, 32), window_size: int = 7,
                  mlp_ratio: float = 4., qkv_bias: bool = True, drop_path_rate: float = 0., num_classes: int = 0,
-                 mask_token: bool = True, norm_layer=nn.LayerNorm):
+                 mask_token: bool = True, norm_layer=None, init: str = "own"):
         super().__init__()
+        if init not in ("own", "mae"): raise ValueError(f"unknown init {init!r}; valid options: own (Swin's), mae (GreenMIM's)")
+        norm_layer = norm_layer or (partial(nn.LayerNorm, eps=1e-6) if init == "mae" else nn.LayerNorm)   # GreenMIM's model factory: 1e-6
         S = len(depths)
         if len(num_heads) != S: raise ValueError(f"{len(num_heads)} head counts for {S} stages")
         g0 = img_size // patch_size
@@ -72,6 +76,20 @@ class SwinEncoder(nn.Module):
             drop_path=rates[sum(depths[:i]):sum(depths[:i + 1])], norm_layer=norm_layer) for i in range(S)])
         self.norm = norm_layer(self.num_features)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type="avg", input_fmt="NHWC")
+        self.init_weights(init)
+
+    @torch.no_grad()
+    def init_weights(self, init: str = "own"):
+        """Swin's (`SwinTransformer._init_weights`): truncated-normal (std .02) linear weights, zero biases, LayerNorm 1 / 0;
+        `"mae"`: GreenMIM's (its `MaskedAutoencoder.initialize_weights` over the whole model): xavier linear weights, every conv as
+        a linear. timm's relative position tables keep their truncated normal; the mask token is truncated normal (.02)."""
+        if init == "mae": mae_init_(self, convs=[m for m in self.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))])
+        else:
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_(m.weight, std=.02)
+                    if m.bias is not None: nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.LayerNorm): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
         if self.mask_token is not None: trunc_normal_(self.mask_token, std=.02)
 
     def forward_features(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -7,16 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-from timm.layers import Attention
+from timm.layers import Attention, build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer
 from ..compress import METHODS, TokenState, compress, owner_from_source, source_from_owner, take
 from ..config import parse_schedule, token_counts, unknown_name
 
 # %% auto #0
 __all__ = ['PRESETS', 'ALIASES', 'CompressedAttention', 'CompressionConfig', 'CompressedBlock', 'compress_blocks',
-           'EncoderOutput', 'CompressedViT', 'resolve_arch', 'timm_equivalent']
+           'sincos_pos_embed', 'mae_init_', 'EncoderOutput', 'CompressedViT', 'resolve_arch', 'timm_equivalent']
 
 # %% ../../nbs/05_vit.ipynb #c012
 class CompressedAttention(Attention):
@@ -92,6 +93,27 @@ def compress_blocks(blocks, schedule: Sequence[int], cfg: CompressionConfig, s: 
         counts.append(s.n)
     return s, counts
 
+# %% ../../nbs/05_vit.ipynb #c018b
+def sincos_pos_embed(grid, dim: int, class_token: bool = False) -> torch.Tensor:
+    "MAE's fixed 2-D sin-cos table `(P, dim)` for a `grid (h, w)`, row-major, columns `[sin x, cos x, sin y, cos y]`; a zero row first with `class_token`."
+    if dim % 4: raise ValueError(f"a 2-D sin-cos table needs a width divisible by 4, got {dim}")
+    pe = build_sincos2d_pos_embed(list(grid), dim, interleave_sin_cos=True)   # [sin y, cos y, sin x, cos x]
+    pe = torch.cat([pe[:, dim // 2:], pe[:, :dim // 2]], 1)
+    return torch.cat([pe.new_zeros(1, dim), pe]) if class_token else pe
+
+@torch.no_grad()
+def mae_init_(module: nn.Module, convs=()) -> nn.Module:
+    "MAE's weights in place: xavier-uniform `Linear`s with zero biases, `LayerNorm` 1 / 0, each of `convs` initialised as a `Linear` (xavier on its flattened kernel)."
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None: nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            if m.weight is not None: nn.init.ones_(m.weight)
+            if m.bias is not None: nn.init.zeros_(m.bias)
+    for c in convs: nn.init.xavier_uniform_(c.weight.view(c.weight.shape[0], -1))
+    return module
+
 # %% ../../nbs/05_vit.ipynb #c018
 @dataclass
 class EncoderOutput:
@@ -110,7 +132,7 @@ class CompressedViT(VisionTransformer):
     "timm VisionTransformer with a token compressor after the blocks its schedule names."
     track = "owner"   # how the blocks track the original tokens; "source" (dense) only to compare / benchmark
     def __init__(self, schedule=None, compressor: str = "tm", placement: str = "mlp", prop_attn: bool = True,
-                 split: str = "alternate", **kwargs):
+                 split: str = "alternate", init: str = "own", **kwargs):
         kwargs.setdefault("num_classes", 0)
         super().__init__(block_fn=CompressedBlock, attn_layer=CompressedAttention, **kwargs)
         has_cls = self.cls_token is not None
@@ -118,6 +140,18 @@ class CompressedViT(VisionTransformer):
             raise ValueError("register tokens are not supported by the compressors (only a class token is protected); use reg_tokens=0")
         self.cfg = CompressionConfig(compressor, placement, prop_attn, split, has_cls)
         self.set_schedule(schedule)
+        if init == "mae": self.init_mae()
+        elif init != "own": raise ValueError(f"unknown init {init!r}; valid options: own (timm's), mae")
+
+    @torch.no_grad()
+    def init_mae(self):
+        "MAE's initialisation (above): a fixed sin-cos position table (a zero row for the class token), xavier weights, tokens normal(.02)."
+        if self.pos_embed is None or self.pos_embed.shape[1] != self.num_tokens:
+            raise ValueError("MAE's fixed position table needs timm's pos_embed over the class token and every patch (pos_embed='learn', no_embed_class=False)")
+        self.pos_embed.copy_(sincos_pos_embed(self.grid_size, self.embed_dim, self.cls_token is not None)[None])
+        self.pos_embed.requires_grad_(False)
+        if self.cls_token is not None: nn.init.normal_(self.cls_token, std=.02)
+        mae_init_(self, convs=[self.patch_embed.proj])
 
     @property
     def num_tokens(self) -> int: return self.patch_embed.num_patches + self.num_prefix_tokens

@@ -80,7 +80,8 @@ SCALE_FREE = ("method", "schedule", "compressor", "placement", "prop_attn", "tar
 TINY_ARCH = "toy"                                  # 6 blocks: compresses in 1-2, four full blocks after (the paper: 4 + 8)
 TINY_DEEP = dict(arch="vit_tiny", img_size=128)   # 12 blocks, 8x8 = 64 patches
 TINY_CPU = dict(nodes=1, gpus_per_node=0, timeout_min=60, cpus_per_task=2, mem_gb=4)
-TOY_TEACHER_SHA256 = "9e86775db5c155f5880a1091950b631dfcc3c4b547159a251bd8d38430d83302"   # the reference build of `python -m smrnb.teacher`
+TOY_TEACHER_SHA256 = "fb1175053fe6c56be6fb32f92f2df4f49f6f5cb2e04730aadbb5ad12343a3487"   # the reference build of `python -m smrnb.teacher`
+# (this machine, 2026-12-07; the machine of 2026-11-23 built 9e86775d..., with the same code: another CPU rounds differently)
 TOY_TEACHER_FILE = "data/teachers/toy-teacher-v1.pt"   # the default place (`$SMRNB_TEACHER_DIR` moves it: smrnb.teacher.teacher_path)
 
 def toy_teacher_kw() -> dict:
@@ -274,7 +275,7 @@ def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
 
 RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing", "fsdp")   # keys that do not change what a run computes: not part of its id
 
-RUN_ID_IF_SET = {"distill": {}}   # keys added after runs existed: at these (their default) values they stay out of the id, so older runs keep theirs
+RUN_ID_IF_SET = {"distill": {}, "encoder_kw": {}, "method_kw": {}}   # keys added after runs existed: at these (their default) values they stay out of the id, so older runs keep theirs
 
 def run_id(variant: str, config: dict) -> str:
     "`<variant>-<first 8 hex of sha1 of the config (without `RUN_ID_SKIP`, nor `RUN_ID_IF_SET` keys at their default) as sorted JSON>`."

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/14_method_base.ipynb #c003
 from __future__ import annotations
-import difflib
+import copy, difflib
 from dataclasses import dataclass, field, fields, asdict
 import torch
 import torch.nn as nn
@@ -31,10 +31,11 @@ def recon_loss(pred, target, kind: str = "mse", beta: float = 2.0, mask=None) ->
     return (per * m).sum() / m.sum().clamp_min(1)
 
 # %% ../../nbs/14_method_base.ipynb #c010
-def random_masking(B: int, P: int, ratio: float, generator=None, device=None):
-    "`keep (B, len_keep)` sorted patch indices and `mask (B, P)` (True = masked) for a masking `ratio`."
+def random_masking(B: int, P: int, ratio: float, generator=None, device=None, n_mask: int | None = None):
+    "`keep (B, len_keep)` sorted patch indices and `mask (B, P)` (True = masked) for a masking `ratio` (or exactly `n_mask` masked)."
     if not 0 <= ratio < 1: raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
-    n_keep = int(P * (1 - ratio))
+    n_keep = int(P * (1 - ratio)) if n_mask is None else P - n_mask
+    if not 0 < n_keep <= P: raise ValueError(f"{P - n_keep} of {P} patches masked leaves none visible (or is negative): lower the mask ratio")
     gdev = generator.device if generator is not None else device
     noise = torch.rand(B, P, generator=generator, device=gdev).to(device)
     keep = noise.argsort(-1)[:, :n_keep].sort(-1).values
@@ -54,7 +55,7 @@ def batch_masking(B: int, P: int, ratio: float, generator=None, device=None):
 METHOD_DEFAULTS: dict = {}   # method name -> the config fields it sets; a `None` field of PretrainConfig takes its method's value
 METHOD_CLASSES: dict = {}    # method name -> the `Pretrainer` subclass that builds it (one class may serve several names)
 DISTILL_KEYS = ("checkpoint", "sha256", "layers", "alpha", "hidden", "hidden_weight")
-FALLBACKS = dict(drop_path=0.1, norm_pix=True)   # a None field its method does not set: these (PretrainConfig's defaults before methods set them)
+FALLBACKS = dict(drop_path=0.1, norm_pix=True, init="own", encoder_kw={}, method_kw={})   # a None field its method does not set: these (PretrainConfig's defaults before methods set them)
 
 def register_method(name: str, **defaults):
     """Class decorator: `cls` (a `Pretrainer` subclass) builds method `name`, whose config defaults are `defaults`.
@@ -69,7 +70,7 @@ def register_method(name: str, **defaults):
 def fill_fallbacks(d: dict) -> dict:
     "A config dict with its `FALLBACKS` fields, where None, set to what its method makes of them (a run's config names them)."
     md = METHOD_DEFAULTS.get(d.get("method"), {})
-    return {**d, **{k: md.get(k, v) for k, v in FALLBACKS.items() if k in d and d[k] is None}}
+    return {**d, **{k: copy.deepcopy(md.get(k, v)) for k, v in FALLBACKS.items() if k in d and d[k] is None}}   # a dict default: each config its own
 
 def method_class(name: str) -> type:
     "The registered class of method `name`; a clear error listing the registered methods otherwise."
@@ -87,6 +88,9 @@ class PretrainConfig:
     placement: str = "mlp"
     prop_attn: bool = True
     drop_path: float | None = None     # None: the method's (stochastic depth 0.1; GreenMIM 0.0)
+    init: str | None = None            # None: the method's; mae (MAE's code: xavier, fixed sin-cos tables) | own (the backbone's)
+    encoder_kw: dict | None = None      # None: the method's; the backbone's own options, e.g. ConvMAE's {"fuse": True}
+    method_kw: dict | None = None       # None: the method's; its own options (`Pretrainer.method_options`), e.g. MFM's {"cls_pt": True}
     input_mask: str | None = None       # none | drop (MAE) | token (BEiT) | batch (GreenMIM: one dropped mask for the whole batch)
     mask_ratio: float | None = None
     target: str | None = None           # clip | pixel | ema | frozen (a teacher file: the tiny paper's fixed teacher) | pcae
@@ -108,15 +112,22 @@ class PretrainConfig:
         for k, v in md.items():
             if k == "schedule":
                 if d[k] == "default": d[k] = v
-            elif d[k] is None: d[k] = v
+            elif d[k] is None: d[k] = copy.deepcopy(v)
         d = fill_fallbacks(d)   # what no method default set
         if d["loss"] is None: d["loss"] = "mse" if d["target"] == "pixel" else "smooth_l1"
         for k, ok in (("input_mask", ("none", "drop", "token", "batch")), ("loss_on", ("all", "masked")),
-                      ("target", ("clip", "pixel", "ema", "frozen", "pcae")), ("loss", ("mse", "smooth_l1", "cosine", "l1"))):
+                      ("target", ("clip", "pixel", "ema", "frozen", "pcae")), ("loss", ("mse", "smooth_l1", "cosine", "l1")),
+                      ("init", ("mae", "own"))):
             if d[k] not in ok: raise ValueError(f"unknown {k} {d[k]!r}; valid options: {', '.join(ok)}")
         if d["input_mask"] != "none" and not 0 < d["mask_ratio"] < 1: raise ValueError(f"input_mask={d['input_mask']} needs 0 < mask_ratio < 1")
         if d["loss_on"] == "masked" and d["input_mask"] == "none": raise ValueError("loss_on='masked' needs input masking (input_mask drop, token or batch)")
+        if not isinstance(d["method_kw"], dict): raise ValueError(f"method_kw must be a dict of the method's options, got {d['method_kw']!r}")
+        if not isinstance(d["encoder_kw"], dict): raise ValueError(f"encoder_kw must be a dict of the backbone's options, got {d['encoder_kw']!r}")
+        if taken := sorted(set(d["encoder_kw"]) & _OWN_KEYS):
+            raise ValueError(f"encoder_kw sets {taken}, which the config's own keys set (img_size, drop_path, init, schedule, ...): set those instead")
         if bad := sorted(set(d["distill"]) - set(DISTILL_KEYS)): raise ValueError(f"unknown distill key(s) {bad}; valid: {', '.join(DISTILL_KEYS)}")
+        if bad := sorted(set(d["method_kw"]) - set(cls.method_options)):   # every method's, whatever its own check does
+            raise ValueError(f"method_kw {bad} is not an option of method={d['method']!r}; its options: {', '.join(cls.method_options) or 'none'}")
         cls.check(d)
         return type(self)(**d)
 
@@ -129,7 +140,7 @@ class PretrainConfig:
                 close = difflib.get_close_matches(k, names, n=3)
                 raise ValueError(f"unknown config key {k!r}" + (f"; did you mean {', '.join(close)}?" if close else "") + f" Valid keys: {', '.join(names)}")
         return cls(**d)
-
+_OWN_KEYS = {"img_size", "drop_path_rate", "init", "schedule", "compressor", "placement", "prop_attn", "num_classes"}   # what build_encoder passes itself
 
 # %% ../../nbs/14_method_base.ipynb #c016
 class Pretrainer(nn.Module):
@@ -139,6 +150,7 @@ class Pretrainer(nn.Module):
     its weights as one `state_dict`. The encoder is built here; what else a method holds is its subclass's business."""
     logged: tuple = ()   # names of detached loss terms `forward` returns, logged beside the total (one host sync per log step)
     own_target: str | None = None   # a target kind only this class builds (PCAE's teacher: "pcae")
+    method_options: tuple = ()       # the keys `method_kw` may set for this method (its class's own switches)
 
     def __new__(cls, cfg: PretrainConfig | None = None, target: nn.Module | None = None):
         if cls is Pretrainer and cfg is not None: cls = method_class(cfg.method)   # the registered method's class
@@ -162,8 +174,11 @@ class Pretrainer(nn.Module):
     def build_encoder(cfg: PretrainConfig) -> nn.Module:
         "The student encoder of `cfg` (fresh weights), as the Pretrainer builds it; `smrnb.tiny.load_encoder` fills it from a run."
         cfg = cfg.resolved()
-        return create_encoder(cfg.arch, cfg.schedule, cfg.compressor, img_size=cfg.img_size,
-                              placement=cfg.placement, prop_attn=cfg.prop_attn, drop_path_rate=cfg.drop_path)
+        try: return create_encoder(cfg.arch, cfg.schedule, cfg.compressor, img_size=cfg.img_size, placement=cfg.placement,
+                                   prop_attn=cfg.prop_attn, drop_path_rate=cfg.drop_path, init=cfg.init, **cfg.encoder_kw)
+        except TypeError as e:
+            if not cfg.encoder_kw: raise
+            raise ValueError(f"encoder_kw {cfg.encoder_kw} does not fit arch={cfg.arch!r}: {e}") from None
 
     def make_target(self) -> nn.Module:
         "The target the config names: pixels of the encoder's patches, an EMA copy of the encoder, a teacher file, or CLIP."

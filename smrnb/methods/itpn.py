@@ -10,6 +10,7 @@ from typing import Callable, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import Mlp, RelPosBias
 from timm.models.vision_transformer import Block
 from ..backbones.hivit import gather_tokens, keep_from_mask
 from ..backbones.itpn import ITPN, ITPNOutput
@@ -101,7 +102,7 @@ class MFM(nn.Module):
     def __init__(self, model: ITPN, teacher: Union[str, Callable] = "ema", teacher_dim: Optional[int] = None, lam: float = 0.3,
                  momentum: float = 0.996, decoder_depth: int = 1, norm_pix: bool = True, teacher_mean=CLIP_MEAN,
                  teacher_std=CLIP_STD, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD, ema_teacher: Optional[nn.Module] = None,
-                 own_model: bool = True):
+                 own_model: bool = True, cls_pt: bool = False):
         super().__init__()
         C, Fd, p = model.embed_dim, model.fpn_dim, model.patch_size
         if own_model: self.model = model   # a submodule; else borrowed: its owner (e.g. the Pretrainer's `encoder`) saves and updates it
@@ -113,13 +114,28 @@ class MFM(nn.Module):
         if teacher == "ema":
             # a list: not a submodule of the student; `ema_teacher`: a copy kept (and EMA-updated) elsewhere, e.g. Pretrainer's target
             self._teacher = [ema_teacher if ema_teacher is not None else copy.deepcopy(model).requires_grad_(False).eval()]
-            self.feat_heads = nn.ModuleList([nn.Linear(Fd, C // 4), nn.Linear(Fd, C // 2), nn.Linear(C, C)])
+            self.feat_heads = nn.ModuleList([nn.Linear(Fd, C // 4), nn.Linear(Fd, C // 2), nn.Linear(Fd, C)])   # every level is F wide
         elif callable(teacher):
             if teacher_dim is None: raise ValueError("a feature teacher needs teacher_dim")
             self._teacher = [teacher]
             self.feat_head = nn.Sequential(nn.LayerNorm(C, eps=1e-6), nn.Linear(C, teacher_dim))   # iTPN's norm_layer: eps 1e-6
         else: raise ValueError(f"teacher must be 'ema' or a callable, got {teacher!r}")
         self.kind = "ema" if teacher == "ema" else "feature"
+        self.cls_pt = self._cls_pt(model, teacher_dim) if cls_pt else None
+
+    def _cls_pt(self, model: ITPN, teacher_dim) -> nn.ModuleDict:
+        """The released code's extra "CLS-pt" branch (not in the paper): two attention blocks (own relative position tables, layer
+        scale 0.1, PyTorch's LayerNorm eps as the reference builds them) on the main stage's output after block `int(0.75 * depth)`,
+        then LN + Linear to the teacher's width, regressing the same targets; its loss is added to the feature loss."""
+        if self.kind != "feature": raise ValueError("cls_pt regresses a feature teacher's tokens (iTPN's CLIP pre-training): use target 'clip' or 'frozen'")
+        mlp = model.blocks[0].mlp
+        if not isinstance(mlp, Mlp): raise ValueError("cls_pt is built for iTPN's plain-MLP blocks (Fast-iTPN's pre-training code, with SwiGLU, is not released)")
+        C, heads = model.embed_dim, model.blocks[0].attn.num_heads
+        return nn.ModuleDict(dict(
+            blocks=nn.ModuleList([Block(C, heads, mlp.fc1.out_features / C, qkv_bias=True, init_values=0.1, norm_layer=nn.LayerNorm)
+                                 for _ in range(2)]),   # torch's LayerNorm: eps 1e-5, as the reference's
+            rel_pos=nn.ModuleList([RelPosBias(model.grid_size, heads) for _ in range(2)]) if model.rel_pos is not None else nn.ModuleList(),
+            head=nn.Sequential(nn.LayerNorm(C, eps=1e-6), nn.Linear(C, teacher_dim))))
 
     @property
     def model(self) -> ITPN: return self._modules["model"] if "model" in self._modules else self._borrowed[0]
@@ -131,7 +147,7 @@ class MFM(nn.Module):
         "EMA step (a no-op for a fixed feature teacher); call after each optimiser step."
         if self.kind == "ema": ema_update(self.teacher, self.model, self.momentum)
 
-    def feature_loss(self, x, masked, out: ITPNOutput) -> torch.Tensor:
+    def feature_loss(self, x, masked, out: ITPNOutput, aux: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.kind == "ema":
             mk = keep_from_mask(~masked.bool())                       # the masked patches: the teacher's only input
             with torch.no_grad():
@@ -147,24 +163,38 @@ class MFM(nn.Module):
         with torch.no_grad():
             tgt = self.teacher(teacher_normalize(x, tmean, tstd, imean, istd))
             tgt = F.layer_norm(tgt, tgt.shape[-1:])
-        B, T, D = tgt.shape
-        pred = self.feat_head(out.merged)
+        loss = F.smooth_l1_loss(self._on_teacher_grid(self.feat_head(out.merged), tgt.shape[1]), tgt)
+        if self.cls_pt is not None:
+            a, cp = aux, self.cls_pt
+            for j, blk in enumerate(cp["blocks"]): a = blk(a, attn_mask=cp["rel_pos"][j].get_bias() if len(cp["rel_pos"]) else None)
+            loss = loss + F.smooth_l1_loss(self._on_teacher_grid(cp["head"](a), tgt.shape[1]), tgt)   # weight 1, as the reference adds it
+        return loss
+
+    def _on_teacher_grid(self, pred: torch.Tensor, T: int) -> torch.Tensor:
+        "Per-patch predictions `(B, P, D)` brought (bilinearly) to the teacher's `T` tokens when its grid differs."
+        B, _, D = pred.shape
         gh, gw = self.model.grid_size
         tg = int(round(T ** 0.5))
         if tg * tg != T: raise ValueError(f"teacher tokens {T} are not a square grid")
-        if (tg, tg) != (gh, gw):      # bring the stride-16 map to the teacher grid
-            pred = F.interpolate(pred.transpose(1, 2).reshape(B, D, gh, gw), size=(tg, tg), mode="bilinear",
-                                 align_corners=False).flatten(2).transpose(1, 2)
-        return F.smooth_l1_loss(pred, tgt)
+        if (tg, tg) == (gh, gw): return pred
+        return F.interpolate(pred.transpose(1, 2).reshape(B, D, gh, gw), size=(tg, tg), mode="bilinear",
+                             align_corners=False).flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, masked: torch.Tensor) -> dict:
         "`x (B,3,H,W)` normalised images, `masked (B,P)` True = masked: `dict(loss, pixel, feature)`."
-        out = self.model(x, masked=masked)
+        tap, seen = None, {}
+        if self.cls_pt is not None:            # the main stage's output after block int(0.75 * depth), mask tokens included
+            m = self.model
+            if m.migration_ratio or m.gathering or m.window_attention: raise ValueError("cls_pt pre-trains the plain model: switch migration / gathering off")
+            tap = m.blocks[int(0.75 * len(m.blocks))].register_forward_hook(lambda mod, inp, o: seen.setdefault("aux", o))
+        try: out = self.model(x, masked=masked)
+        finally:
+            if tap is not None: tap.remove()
         pred = self.decoder(out.merged)
         m = masked.flatten(1).float()
         err = (pred - pixel_target(x, self.model.patch_size, self.norm_pix)).pow(2).mean(-1)
         pixel = (err * m).sum() / m.sum().clamp_min(1)
-        feat = self.feature_loss(x, masked, out)
+        feat = self.feature_loss(x, masked, out, seen.get("aux"))
         return dict(loss=pixel + self.lam * feat, pixel=pixel, feature=feat)
 
 # %% ../../nbs/18_mfm.ipynb #c055b
@@ -174,6 +204,7 @@ class MFMPretrainer(Pretrainer):
     heads), `target` the teacher the trainer keeps: an EMA copy of the ITPN (momentum 0.996, updated by `after_step`) or a
     frozen feature teacher (clip / frozen)."""
     logged = ("pixel", "feature")
+    method_options = ("cls_pt", "lam")   # the released code's CLS-pt branch (off: the paper has none), Eq. 4's weight
 
     @classmethod
     def check(cls, d: dict) -> None:
@@ -199,7 +230,7 @@ class MFMPretrainer(Pretrainer):
             self.target = target if target is not None else self.make_target()
             kw = dict(teacher=self.target, teacher_dim=self.target.out_dim, teacher_mean=(0., 0., 0.), teacher_std=(1., 1., 1.),
                       input_mean=None, input_std=None)
-        self.decoder = MFM(enc, decoder_depth=c.decoder_depth, norm_pix=c.norm_pix, own_model=False, **kw)   # the ITPN is `encoder`, saved once
+        self.decoder = MFM(enc, decoder_depth=c.decoder_depth, norm_pix=c.norm_pix, own_model=False, **kw, **c.method_kw)   # the ITPN is `encoder`, saved once
         self._register_load_state_dict_pre_hook(self._drop_borrowed_keys)
 
     def make_target(self) -> nn.Module:

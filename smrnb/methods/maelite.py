@@ -177,7 +177,9 @@ def plot_attention_by_depth(df, metrics: Sequence[str] = ("distance", "entropy")
     import matplotlib.pyplot as plt, seaborn as sns
     need = [c for c in ("depth", *metrics) if c not in df.columns]
     if need: raise ValueError(f"missing columns {need}; got {list(df.columns)}")
-    labels = {"distance": "attention distance (px)", "entropy": "attention entropy (nats)"}
+    units = sorted(set(df["distance_unit"])) if "distance_unit" in df.columns else ["px"]
+    if len(units) > 1: raise ValueError(f"the models' distances are in different units {units}: measure them with the same step")
+    labels = {"distance": f"attention distance ({units[0]})", "entropy": "attention entropy (nats)"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         sns.boxplot(data=df, x="depth", y=m, hue=hue if hue in df.columns else None, ax=ax, fliersize=2)

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/15_masked.ipynb #c003
 from __future__ import annotations
+import math
 import torch
 import torch.nn as nn
 from ..backbones.vit import CompressedViT
@@ -11,9 +12,11 @@ from ..decoder import Decoder
 from ..targets import FrozenTeacher
 from .maelite import AttentionDistill
 from .base import PretrainConfig, Pretrainer, batch_masking, random_masking, recon_loss, register_method
+from ..encoders import arch_family
+from ..config import register_model_change
 
 # %% auto #0
-__all__ = ['MASKED_METHODS', 'MaskedReconstruction', 'DMAE']
+__all__ = ['MASKED_METHODS', 'MaskedReconstruction', 'SimMIM', 'DMAE']
 
 # %% ../../nbs/15_masked.ipynb #c006
 class MaskedReconstruction(Pretrainer):
@@ -37,7 +40,8 @@ class MaskedReconstruction(Pretrainer):
         own = getattr(enc, "masks_itself", False)   # Swin puts its own mask token in at its first stage
         D = enc.embed_dim
         self.mask_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.input_mask == "token" and not own else None
-        if self.mask_token is not None: nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if self.mask_token is not None:   # MAE's code draws its tokens from normal(.02), timm's from the truncated normal
+            (nn.init.normal_ if cfg.init == "mae" else nn.init.trunc_normal_)(self.mask_token, std=0.02)
         self.distill = self._make_distill() if cfg.distill else None
 
     def make_decoder(self) -> nn.Module:
@@ -45,7 +49,8 @@ class MaskedReconstruction(Pretrainer):
         c, enc = self.cfg, self.encoder
         D = enc.embed_dim
         return Decoder(enc.grid_size, D, self.target_dim, width=c.decoder_width or D, depth=c.decoder_depth,
-                       num_heads=c.decoder_heads or enc.num_heads, fill=c.fill, class_token=enc.num_prefix_tokens == 1)
+                       num_heads=c.decoder_heads or enc.num_heads, fill=c.fill, class_token=enc.num_prefix_tokens == 1,
+                       init=c.init)
 
     def _make_distill(self):
         "D-MAE's frozen teacher (a smrnb teacher file, hash-checked) and the head mixers (`smrnb.methods.maelite.AttentionDistill`)."
@@ -83,22 +88,50 @@ class MaskedReconstruction(Pretrainer):
         if self.distill is not None: loss = self.distill.total(loss, d["loss"])
         return dict(loss=loss, pred=pred, target=tgt, mask=mask, counts=out.counts, **extra, **more)
 
-MASKED_METHODS = {   # name -> config defaults, in the order the registry lists them
-    "smr":    dict(schedule="25x4", input_mask="none", mask_ratio=0.0, target="clip", loss_on="all", decoder_depth=2),
-    "mae":    dict(schedule=None, input_mask="drop", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=8),
-    "sd":     dict(schedule=None, input_mask="none", mask_ratio=0.0, target="clip", loss_on="all", decoder_depth=0),
-    "mim_sd": dict(schedule=None, input_mask="token", mask_ratio=0.4, target="clip", loss_on="masked", decoder_depth=0),
+MASKED_METHODS = {   # name -> config defaults, in the order the registry lists them; init="mae": MAE's conventions (SMR, SD and MIM+SD
+    # are compared under MAE's protocol; GreenMIM's code is MAE's), SimMIM's are timm's
+    "smr":    dict(schedule="25x4", input_mask="none", mask_ratio=0.0, target="clip", loss_on="all", decoder_depth=2,
+               init="mae"),
+    "mae":    dict(schedule=None, input_mask="drop", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=8,
+               init="mae"),
+    "sd":     dict(schedule=None, input_mask="none", mask_ratio=0.0, target="clip", loss_on="all", decoder_depth=0,
+               init="mae"),
+    "mim_sd": dict(schedule=None, input_mask="token", mask_ratio=0.4, target="clip", loss_on="masked", decoder_depth=0,
+               init="mae"),
     # GreenMIM (Swin): one mask per batch at the coarsest grid, visible patches only, norm-pix at the last stage's 32 px, 1 block at 512
     "greenmim": dict(schedule=None, input_mask="batch", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=1,
-                     decoder_width=512, decoder_heads=16, drop_path=0.0),   # GreenMIM pre-trains without stochastic depth
-    # SimMIM: every patch through the encoder, 60% as mask tokens (Swin: at its first stage, each image its own mask), a linear
-    # head per patch position, l1 on the masked pixels of the input image itself (norm_pix=False, SimMIM's target)
-    "simmim": dict(schedule=None, input_mask="token", mask_ratio=0.6, target="pixel", loss="l1", loss_on="masked", decoder_depth=0,
-                   norm_pix=False),
+                     decoder_width=512, decoder_heads=16, drop_path=0.0, init="mae"),   # GreenMIM pre-trains without stochastic depth
+    # ConvMAE (ConViT): MAE with masked convolution, and the stage-1/2 features fused into the encoder's output (its pre-training
+    # model's stage*_output_decode); a ConViT's option, so a ViT or HiViT arch is refused (encoder_kw does not fit)
+    "convmae": dict(schedule=None, input_mask="drop", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=8,
+                    init="mae", encoder_kw={"fuse": True}),
 }
 for _name, _defaults in MASKED_METHODS.items(): register_method(_name, **_defaults)(MaskedReconstruction)
 
-@register_method("dmae", schedule=None, input_mask="drop", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=8)
+register_model_change(r"^encoder\.fuse[12]\.", "ConvMAE (method='convmae') pre-trains with its multi-scale fusion: the stage-1/2 features "
+                      "are added to the encoder's output (issue 26); a ConViT run made with method='mae' has no fusion weights")
+
+@register_method("simmim", schedule=None, input_mask="token", mask_ratio=0.6, target="pixel", loss="l1", loss_on="masked",
+                 decoder_depth=0, norm_pix=False, init="own")
+class SimMIM(MaskedReconstruction):
+    """SimMIM (Xie et al., 2022) on Swin: every patch through the encoder, `ceil(P * ratio)` of the last stage's positions (SimMIM's
+    32-px mask cells at 192 / 224 px) per image as mask tokens at the first stage, a linear head per position, l1 on the masked
+    raw pixels; initialised as Swin is (`init="own"`)."""
+    @classmethod
+    def check(cls, d: dict) -> None:
+        super().check(d)
+        if arch_family(d["arch"]) != "swin":
+            raise ValueError(f"method='simmim' pre-trains Swin (arch=swin_*), got arch={d['arch']!r}: SimMIM's ViT is its own setup (32-px "
+                             f"mask cells of 2x2 patches, a shared relative position bias, no absolute table) that smrnb does not build; "
+                             f"for mask tokens on a ViT use method='mim_sd'")
+
+    def masks(self, B: int, P: int, generator, device) -> tuple:
+        "SimMIM's mask: `ceil(P * ratio)` random positions per image (its `MaskGenerator`'s count)."
+        r = self.cfg.mask_ratio
+        return random_masking(B, P, r, generator, device, n_mask=math.ceil(P * r))
+
+@register_method("dmae", schedule=None, input_mask="drop", mask_ratio=0.75, target="pixel", loss_on="masked", decoder_depth=8,
+                 init="mae")
 class DMAE(MaskedReconstruction):
     "D-MAE (MAE-lite §5): MAE plus attention distillation from a frozen teacher on the same visible patches (`distill`)."
     @classmethod

@@ -11,12 +11,13 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import build_sincos2d_pos_embed, trunc_normal_
+from functools import partial
+from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from ..compress import TokenState, compress, take
 from ..backbones.vit import CompressionConfig, compress_blocks
 from ..targets import EMATeacher, cosine_momentum, _unwrap
-from ..backbones.vit import CompressedViT
+from ..backbones.vit import CompressedViT, mae_init_, sincos_pos_embed
 from .base import recon_loss, register_method
 from .masked import MaskedReconstruction
 
@@ -107,17 +108,20 @@ def gather_positions(pred_all: torch.Tensor, positions: torch.Tensor) -> torch.T
 class PCAEDecoder(nn.Module):
     "MAE-style decoder over `[cls, visible tokens, one mask token per queried position]` that predicts the queries only."
     def __init__(self, grid, in_dim: int, out_dim: int, width: int = 512, depth: int = 2, num_heads: int | None = None,
-                 mlp_ratio: float = 4.0, class_token: bool = True):
+                 mlp_ratio: float = 4.0, class_token: bool = True, init: str = "mae"):
         super().__init__()
+        if init not in ("mae", "own"): raise ValueError(f"unknown init {init!r}; valid options: mae, own (PyTorch's defaults)")
         self.class_token = class_token
         num_heads = num_heads or max(1, width // 64)
         self.embed = nn.Linear(in_dim, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.register_buffer("pos_embed", build_sincos2d_pos_embed(list(grid), width), persistent=False)   # (P, width)
-        self.blocks = nn.Sequential(*[Block(width, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
-        self.norm = nn.LayerNorm(width)
+        self.register_buffer("pos_embed", sincos_pos_embed(grid, width), persistent=False)   # (P, width), MAE's table
+        norm = partial(nn.LayerNorm, eps=1e-6)       # PCAE's decoder is MAE's: eps 1e-6, xavier weights, mask token normal(.02)
+        self.blocks = nn.Sequential(*[Block(width, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)])
+        self.norm = norm(width)
         self.head = nn.Linear(width, out_dim)
-        trunc_normal_(self.mask_token, std=0.02)
+        if init == "mae": mae_init_(self); nn.init.normal_(self.mask_token, std=.02)
+        else: trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, x: torch.Tensor, visible: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         "Predictions `(B, T, out_dim)` at `positions (B, T)` from the encoder's `x (B, p+V, C)` of the patches `visible (B, V)`."
@@ -130,7 +134,7 @@ class PCAEDecoder(nn.Module):
 
 # %% ../../nbs/16_pcae.ipynb #c030b
 @register_method("pcae", schedule=None, input_mask="drop", mask_ratio=0.75, target="pcae", loss="cosine", loss_on="masked",
-                 decoder_depth=2)
+                 decoder_depth=2, init="mae")
 class PCAE(MaskedReconstruction):
     """PCAE as a method: MAE's student on the visible patches; the target is `PCAETeacher` (an EMA copy of the student, updated
     after each step) on the masked patches, dropping tokens after blocks 0/4/8 (of 12: the same relative depths in a shallower
@@ -156,7 +160,7 @@ class PCAE(MaskedReconstruction):
         c, enc = self.cfg, self.encoder
         D = enc.embed_dim
         return PCAEDecoder(enc.grid_size, D, self.target_dim, width=c.decoder_width or D, depth=c.decoder_depth,
-                           num_heads=c.decoder_heads or enc.num_heads, class_token=enc.num_prefix_tokens == 1)
+                           num_heads=c.decoder_heads or enc.num_heads, class_token=enc.num_prefix_tokens == 1, init=c.init)
 
     def reconstruct(self, imgs, out, keep, mask) -> tuple:
         "The teacher encodes the masked patches and names the positions it kept; the decoder predicts exactly those."
