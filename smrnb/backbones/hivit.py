@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
-from timm.layers import DropPath, Mlp, PatchEmbed, RelPosBias, trunc_normal_
+from timm.layers import DropPath, LayerScale, Mlp, PatchEmbed, RelPosBias, trunc_normal_
 from timm.models.swin_transformer import PatchMerging
 from timm.models.vision_transformer import Block
 from .vit import sincos_pos_embed
@@ -46,15 +46,16 @@ def mask_from_keep(keep: torch.Tensor, num_patches: int) -> torch.Tensor:
 
 # %% ../../nbs/07_hivit.ipynb #c009
 class MlpBlock(nn.Module):
-    "A pre-norm residual MLP block (a transformer block without attention): each token on its own."
+    "A pre-norm residual MLP block (a transformer block without attention): each token on its own; `layer_scale`: a per-channel scale of the branch (its initial value)."
     def __init__(self, dim: int, mlp_ratio: float = 3., proj_drop: float = 0., drop_path: float = 0.,
-                 act_layer=nn.GELU, norm_layer=nn.LayerNorm):
+                 act_layer=nn.GELU, norm_layer=nn.LayerNorm, layer_scale: float | None = None):
         super().__init__()
         self.norm = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
+        self.ls = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor: return x + self.drop_path(self.mlp(self.norm(x)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor: return x + self.drop_path(self.ls(self.mlp(self.norm(x))))
 
 class HiViTStage(nn.Module):
     "MLP-only blocks on the sub-tokens of each patch `(B*N,h,w,C)`, then a 2x2 merge inside the patch: `(B*N,h/2,w/2,2C)`."

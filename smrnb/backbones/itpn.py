@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import Mlp, SwiGLU, trunc_normal_
+from timm.layers import LayerScale, Mlp, SwiGLU, trunc_normal_
 from timm.models.vision_transformer import Block
 from .hivit import HiViT, MlpBlock, gather_tokens
 from ..compress import bipartite_match
@@ -105,11 +105,12 @@ class ITPN(HiViT):
     architecture of the released Fast-iTPN (`fast_itpn/modeling_finetune.py`) as flags: `conv_mlp` + `subln` (the stems' 1x1-conv
     MLPs with GELU and a LayerNorm on the hidden units), `swiglu` (+ `subln`: the main blocks' SwiGLU with its hidden LayerNorm),
     `conv_merge` (LN + 2x2 stride-2 conv patch merging), `patch_norm` (off: no norm after the patch embedding), `qv_bias` (q and v
-    biases, none on k), `layer_scale` (per-channel scales of the main blocks' branches, initial value)."""
+    biases, none on k), `layer_scale` (per-channel scales of the main blocks' branches, initial value), `stem_layer_scale` (the same
+    on the stems' MLP blocks: iTPN's CLIP pre-training code builds both at 0.1; its pixel code and the paper have none)."""
     def __init__(self, fpn_dim: int = 256, fpn_depth: int = 1, conv_mlp: bool = False, swiglu: bool = False, subln: bool = False,
                  migration_ratio: float = 0., migration_window: int | None = None, gathering: bool = False, gather_window: int = 7,
                  window_attention: bool = False, conv_merge: bool = False, patch_norm: bool = True, qv_bias: bool = False,
-                 layer_scale: float | None = None, **kwargs):
+                 layer_scale: float | None = None, stem_layer_scale: float | None = None, **kwargs):
         if swiglu or subln or layer_scale:   # sub-LN: the LayerNorm on the MLP's hidden units (timm's scale_mlp_norm); none in attention
             kwargs.setdefault("block_fn", partial(Block, scale_mlp_norm=subln, mlp_layer=_swiglu if swiglu else Mlp, init_values=layer_scale))
         super().__init__(**kwargs)
@@ -120,6 +121,8 @@ class ITPN(HiViT):
             d = st.blocks[0].norm.normalized_shape[0]
             if conv_mlp or subln:            # the released stems: GELU, never SwiGLU
                 for b in st.blocks: b.mlp = CMlp(d, int(d * smr), conv_mlp, False, subln)
+            if stem_layer_scale:
+                for b in st.blocks: b.ls = LayerScale(d, stem_layer_scale)
             if conv_merge: st.downsample = ConvPatchMerge(d)
         if not patch_norm: self.patch_embed.norm = nn.Identity()
         if qv_bias:

@@ -98,19 +98,22 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float = 0.996):
     for bt, bs in zip(teacher.buffers(), student.buffers()): bt.copy_(bs)
 
 class MFM(nn.Module):
-    "iTPN pre-training loss (Eq. 4): pixel reconstruction from the merged pyramid + `lam` x masked feature modelling."
+    """iTPN pre-training loss (Eq. 4): pixel reconstruction from the merged pyramid + `lam` x masked feature modelling; with
+    `pixel=False` (a feature teacher only) the feature loss alone, weight 1, as iTPN's released CLIP pre-training computes it."""
     def __init__(self, model: ITPN, teacher: Union[str, Callable] = "ema", teacher_dim: Optional[int] = None, lam: float = 0.3,
                  momentum: float = 0.996, decoder_depth: int = 1, norm_pix: bool = True, teacher_mean=CLIP_MEAN,
                  teacher_std=CLIP_STD, input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD, ema_teacher: Optional[nn.Module] = None,
-                 own_model: bool = True, cls_pt: bool = False):
+                 own_model: bool = True, cls_pt: bool = False, pixel: bool = True):
         super().__init__()
         C, Fd, p = model.embed_dim, model.fpn_dim, model.patch_size
         if own_model: self.model = model   # a submodule; else borrowed: its owner (e.g. the Pretrainer's `encoder`) saves and updates it
         else: self._borrowed = [model]
         self.lam, self.momentum, self.norm_pix = lam, momentum, norm_pix
         self.norms = (teacher_mean, teacher_std, input_mean, input_std)
+        if not pixel and teacher == "ema":
+            raise ValueError("pixel=False is iTPN's released CLIP pre-training (the feature loss alone): it needs a feature teacher (target 'clip' or 'frozen')")
         self.decoder = nn.Sequential(*[Block(C, model.blocks[0].attn.num_heads if len(model.blocks) else 1, qkv_bias=True)
-                                       for _ in range(decoder_depth)], nn.LayerNorm(C), nn.Linear(C, p * p * 3))
+                                       for _ in range(decoder_depth)], nn.LayerNorm(C), nn.Linear(C, p * p * 3)) if pixel else None
         if teacher == "ema":
             # a list: not a submodule of the student; `ema_teacher`: a copy kept (and EMA-updated) elsewhere, e.g. Pretrainer's target
             self._teacher = [ema_teacher if ema_teacher is not None else copy.deepcopy(model).requires_grad_(False).eval()]
@@ -190,11 +193,12 @@ class MFM(nn.Module):
         try: out = self.model(x, masked=masked)
         finally:
             if tap is not None: tap.remove()
+        feat = self.feature_loss(x, masked, out, seen.get("aux"))
+        if self.decoder is None: return dict(loss=feat, pixel=torch.zeros_like(feat), feature=feat)   # the released CLIP code's loss
         pred = self.decoder(out.merged)
         m = masked.flatten(1).float()
         err = (pred - pixel_target(x, self.model.patch_size, self.norm_pix)).pow(2).mean(-1)
         pixel = (err * m).sum() / m.sum().clamp_min(1)
-        feat = self.feature_loss(x, masked, out, seen.get("aux"))
         return dict(loss=pixel + self.lam * feat, pixel=pixel, feature=feat)
 
 # %% ../../nbs/18_mfm.ipynb #c055b
@@ -204,7 +208,7 @@ class MFMPretrainer(Pretrainer):
     heads), `target` the teacher the trainer keeps: an EMA copy of the ITPN (momentum 0.996, updated by `after_step`) or a
     frozen feature teacher (clip / frozen)."""
     logged = ("pixel", "feature")
-    method_options = ("cls_pt", "lam")   # the released code's CLS-pt branch (off: the paper has none), Eq. 4's weight
+    method_options = ("cls_pt", "lam", "pixel")   # the released code's CLS-pt branch (off: the paper has none), Eq. 4's weight, the pixel term
 
     @classmethod
     def check(cls, d: dict) -> None:
@@ -216,6 +220,10 @@ class MFMPretrainer(Pretrainer):
             raise ValueError("method='mfm' needs input_mask='token', loss_on='masked' and schedule=None: iTPN's stem replaces the "
                              "masked patches by its mask token and its pyramid needs every patch's token")
         if d["distill"]: raise ValueError("method='mfm' has its own teacher: distill does not apply")
+        kw = d.get("method_kw") or {}
+        if kw.get("pixel", True) is False:
+            if d["target"] == "ema": raise ValueError("method_kw pixel=False (iTPN's released CLIP pre-training: the feature loss alone) needs target 'clip' or 'frozen', not 'ema'")
+            if "lam" in kw: raise ValueError("method_kw: lam weighs the feature loss against the pixel loss; with pixel=False there is none: drop lam")
 
     def __init__(self, cfg, target: nn.Module | None = None):
         super().__init__(cfg, target)
