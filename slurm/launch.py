@@ -39,6 +39,8 @@ def main(argv=None):
                    help="resume diverged runs with a new lr/blr/min_lr/clip_grad/warmup_epochs (same run ids; recorded in config.json history)")
     p.add_argument("--seeds", default=None, metavar="S1,S2,...",
                    help="one run per variant and seed (e.g. 0,1,2); seed 0 is the run launched without --seeds")
+    p.add_argument("--variants", default=None, metavar="V1,V2,...",
+                   help="only these variants of the experiment (e.g. a --set that fits some of them)")
     p.add_argument("--list", action="store_true", help="list the experiments")
     p.add_argument("--status", action="store_true", help="show each run's state")
     p.add_argument("--runs-root", default="runs", help="where run directories go (default: runs/)")
@@ -46,6 +48,8 @@ def main(argv=None):
     p.add_argument("--parallel", type=int, default=1, help="local/debug: runs at a time")
     p.add_argument("--gpu-mem-gb", type=float, default=80.0,
                    help="GPU memory (GiB) the --dry-run checks each job's activation estimate against (default 80: H100 / A100 80GB)")
+    p.add_argument("--allow-over-memory", action="store_true",
+                   help="submit even when a job's activation estimate exceeds --gpu-mem-gb (the plan refuses it otherwise)")
     a = p.parse_args(argv)
     from smrnb.experiments import EXPERIMENTS
     from smrnb import launch as L
@@ -58,9 +62,10 @@ def main(argv=None):
         overrides, amend = parse_overrides(a.set), parse_overrides(a.amend, amend=True)
         evals = L.parse_eval_set(a.eval_set)
         seeds = L.parse_seeds(a.seeds)
-        if a.status: L.status(a.exp, a.scale, overrides, a.runs_root, eval_overrides=evals, seeds=seeds); return 0
+        variants = [v.strip() for v in a.variants.split(",")] if a.variants is not None else None
+        if a.status: L.status(a.exp, a.scale, overrides, a.runs_root, eval_overrides=evals, seeds=seeds, variants=variants); return 0
         L.launch(a.exp, a.scale, a.cluster, overrides, a.dry_run, a.runs_root, a.partition, a.parallel, amend=amend,
-                 gpu_mem_gb=a.gpu_mem_gb, eval_overrides=evals, seeds=seeds)
+                 gpu_mem_gb=a.gpu_mem_gb, eval_overrides=evals, seeds=seeds, variants=variants, allow_over_memory=a.allow_over_memory)
     except L.LaunchInterrupted as e:
         print(str(e), file=sys.stderr); return 130
     except KeyboardInterrupt:                      # before any job was started

@@ -66,7 +66,7 @@ def table_rows(exp: str, runs_dir, scale: str = "tiny", cells: pd.DataFrame | No
             detail = "; ".join(x for x in (detail, f"invalid: {_invalid_source(used, r.result, r.summary)}") if x)
         if r.state in ("done", "older config") and np.isnan(ours) and not bad:
             todo = f"not measured by this experiment ({r.evaluate})" if r.state == "done" else cmd
-        else: todo = "" if r.state == "done" else cmd
+        else: todo = "" if r.state in ("done", "truncated metrics") else cmd   # a relaunch cannot mend a finished run's log
         rows.append(dict(table=c.table, row=c.row, variant=c.variant, metric=c.metric, paper=c.value, ours=ours, ours_metric=used,
                          paper_source=DERIVED if str(c.source).startswith("DERIVED") else "published",
                          state=r.state, detail=detail, todo=todo, run_id=r.run_id, invalid_cells=""))
@@ -134,14 +134,18 @@ def display_columns(df: pd.DataFrame, scale: str = "tiny") -> list:
 ALPHA = 0.05
 VERDICTS = ("holds", "reversed", "within noise", "needs 2+ seeds")
 
-def _seed_frame(exp: str, runs_dir, scale: str, seeds, cells=None) -> tuple:
-    "`(per-seed table_rows, values)`: `values` has one column per seed, NaN unless that seed's run is done with a finite number."
+def _seed_frame(exp: str, runs_dir, scale: str, seeds, cells=None, older: bool = True) -> tuple:
+    """`(per-seed table_rows, values)`: `values` has one column per seed, NaN unless that seed's run is done with a finite number
+    (`older`: or finished under an older config, shown with its number as a single-seed table shows it; the verdicts leave those out)."""
     per = {s: table_rows(exp, runs_dir, scale, cells, seed=s) for s in seeds}
-    vals = pd.DataFrame({s: per[s].ours.where(per[s].state.eq("done")) for s in seeds})
+    ok = ("done", "truncated metrics", "older config") if older else ("done", "truncated metrics")
+    vals = pd.DataFrame({s: per[s].ours.where(per[s].state.isin(ok)) for s in seeds})
     return per, vals
 
 def seed_table(exp: str, runs_dir, scale: str = "tiny", seeds=(0, 1, 2), cells: pd.DataFrame | None = None) -> pd.DataFrame:
-    "`table_rows` over `seeds`: `ours` = the mean, `ours_sd`, `n_seeds`, `seed_values`; `state` `k/n done` and `detail` per missing seed."
+    """`table_rows` over `seeds`: `ours` = the mean, `ours_sd`, `n_seeds`, `seed_values`; `state` `k/n done` and `detail` per seed not
+    done. A seed whose run finished under an older config counts with its number, as in a one-seed table, and its detail names the
+    keys that differ."""
     seeds = list(seeds); name = get_experiment(exp).name
     per, vals = _seed_frame(exp, runs_dir, scale, seeds, cells)
     df = per[seeds[0]].copy()
@@ -177,7 +181,7 @@ def paired_test(d) -> dict:
 def ordering_verdicts(exp: str, runs_dir, scale: str = "tiny", seeds=(0, 1, 2), cells: pd.DataFrame | None = None) -> pd.DataFrame:
     "Per metric: the paper's best row against every row the paper puts below it, paired over `seeds` (`paired_test`)."
     seeds = list(seeds)
-    per, vals = _seed_frame(exp, runs_dir, scale, seeds, cells)
+    per, vals = _seed_frame(exp, runs_dir, scale, seeds, cells, older=False)   # an ordering is tested on the current configs only
     t = per[seeds[0]]
     rows = []
     for m, g in t[np.isfinite(t.paper.astype(float))].groupby("metric", sort=False):

@@ -21,8 +21,8 @@ from .backbones.itpn import ITPN, ITPN_PRESETS
 # %% auto #0
 __all__ = ['HIER_FAMILIES', 'ENCODER_ALIASES', 'TINY_ARCHS', 'HIER_ALIASES', 'kept_state', 'StageCompression', 'CompressedHiViT',
            'CompressedConViT', 'GreenMIMSwin', 'ITPNEncoder', 'itpn_encoder', 'hier_family', 'arch_family',
-           'encoder_names', 'create_hier_encoder', 'create_encoder', 'hier_config', 'arch_geometry', 'finetune_hier',
-           'ITPNClassifier']
+           'encoder_names', 'create_hier_encoder', 'create_encoder', 'hier_config', 'arch_geometry', 'encoder_options',
+           'finetune_hier', 'ITPNClassifier']
 
 # %% ../nbs/11_encoders.ipynb #c006
 def kept_state(x: torch.Tensor, keep: Optional[torch.Tensor], num_patches: int) -> TokenState:
@@ -298,6 +298,12 @@ def arch_geometry(arch: str, img_size: Optional[int] = None) -> dict:
         depth = c["depth"] if fam == "hivit" else c["depths"][2]
     if img % p: raise ValueError(f"img_size {img} is not a multiple of {arch}'s patch size {p}")
     return dict(family=fam, depth=depth, num_patches=(img // p) ** 2, patch_size=p, class_token=cls)
+
+def encoder_options(arch: str) -> set:
+    "The keywords `create_encoder(arch, ...)` accepts: every named parameter of the constructors along its encoder class's bases (timm's included)."
+    cls = {"vit": CompressedViT, "hivit": CompressedHiViT, "convit": CompressedConViT, "swin": GreenMIMSwin, "itpn": ITPN}[arch_family(arch)]
+    return {n for c in cls.__mro__ if "__init__" in vars(c) and c is not object
+            for n, p in inspect.signature(c.__init__).parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 # %% ../nbs/11_encoders.ipynb #c033
 def finetune_hier(encoder: nn.Module, num_classes: int, drop_path: float = 0.2, rpe: bool = True) -> nn.Module:

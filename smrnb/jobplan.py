@@ -17,7 +17,7 @@ from .pretrain import Pretrainer
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['GPU_MEM_GB', 'BF16_ACT_BYTES', 'measured_act_per_image', 'act_memory', 'job_lines', 'print_plan']
+__all__ = ['GPU_MEM_GB', 'BF16_ACT_BYTES', 'measured_act_per_image', 'act_memory', 'fit_accumulation', 'job_lines', 'print_plan']
 
 # %% ../nbs/29_jobplan.ipynb #c005
 GPU_MEM_GB = 80.0          # GPU memory the dry run checks against (H100 / A100 80GB), GiB
@@ -97,6 +97,25 @@ def _mem_line(r: dict, stage: str, per: int, p: dict, bf16: bool, gpu_mem_gb: fl
                                          f"{gpu_mem_gb:g} GiB (--gpu-mem-gb), before weights and optimizer states: {fix}")
     return line + f" of {gpu_mem_gb:g} GiB"
 
+def fit_accumulation(runs, params: dict, gpu_mem_gb: float = GPU_MEM_GB) -> int:
+    """Give each GPU pre-training run still to do whose activation estimate exceeds `gpu_mem_gb` the fewest micro-batches
+    (`accum_iter`, dividing the batch per GPU) that fit: the same batch and learning rate, one optimiser step per batch. Sets
+    `r["config"]["accum_iter"]` and `r["fit"]` (what it did, for the plan); returns how many runs it changed."""
+    if not params["gpus_per_node"]: return 0
+    world, n = params["nodes"] * params["tasks_per_node"], 0
+    for r in runs:
+        if r["state"] == "done" or (Path(r["config"]["run_dir"]) / "done").exists(): continue
+        cfg = TrainConfig.from_dict(r["config"])
+        per, bf16 = cfg.batch_size // world, uses_bf16(cfg.amp, True)
+        gib = lambda a: act_memory(r["config"], per // a, "pretrain", bf16)[0] / 2**30
+        if per < 1 or gib(cfg.accum_iter) <= gpu_mem_gb: continue
+        fits = next((a for a in range(cfg.accum_iter + 1, per + 1) if per % a == 0 and gib(a) <= gpu_mem_gb), None)
+        if fits is None: continue                 # not even one image per micro-batch: the plan's warning says so
+        r["fit"] = (f"      memory: {per} images per GPU need ~{gib(cfg.accum_iter):.1f} GiB of activations: accumulating {fits} "
+                    f"micro-batches of {per // fits} (accum_iter {fits}; the same batch {cfg.batch_size} and peak lr), ~{gib(fits):.1f} GiB")
+        r["config"]["accum_iter"] = fits; n += 1
+    return n
+
 def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_GB) -> tuple[list, list]:
     "`(lines, warnings)` describing the jobs `launch` would submit for run `r`: resources, parameters, batch, peak lr, activation memory."
     lines, warnings = [], []
@@ -107,12 +126,16 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
         cfg = TrainConfig.from_dict(r["config"])
         per, bad = divmod(cfg.batch_size, world)
         how = f"lr {cfg.lr:g} as set" if cfg.lr is not None else f"blr {cfg.blr:g} x {cfg.batch_size} / 256"
+        acc = f", accum_iter {cfg.accum_iter} (micro-batch {per // cfg.accum_iter})" if cfg.accum_iter > 1 else ""
         lines += [f"    pre-training job: {_resources(params)}", f"      submitit: {json.dumps(params)}",
-                  f"      batch: {cfg.batch_size} total = {per} per {unit} x {_n(world, unit)}; peak lr {cfg.peak_lr:.4g} ({how}); {cfg.epochs} epochs"]
+                  f"      batch: {cfg.batch_size} total = {per} per {unit} x {_n(world, unit)}{acc}; peak lr {cfg.peak_lr:.4g} ({how}); {cfg.epochs} epochs"]
+        if r.get("fit"): lines.append(r["fit"])
         if bad: warnings.append(f"WARNING: {r['run_id']} pre-training: batch_size {cfg.batch_size} is not divisible by the {world} processes: "
                                 "the trainer refuses it")
         bf16 = uses_bf16(cfg.amp, params["gpus_per_node"] > 0)
-        lines.append(_mem_line(r, "pretrain", per, params, bf16, gpu_mem_gb, warnings, "lower batch_size or use more GPUs (nodes)"))
+        if per % cfg.accum_iter: warnings.append(f"WARNING: {r['run_id']} pre-training: {per} images per {unit} are not divisible by accum_iter {cfg.accum_iter}: the trainer refuses it")
+        lines.append(_mem_line(r, "pretrain", max(per // cfg.accum_iter, 1), params, bf16, gpu_mem_gb, warnings,
+                               "raise accum_iter (--set), lower batch_size or use more GPUs (nodes)"))
     if r["evaluate"] != "none":
         after = "afterok on the pre-training job" if cluster == "slurm" else "after its pre-training, the launcher waits"
         lines += [f"    evaluation job ({r['evaluate']}, {after}): {_resources(params)}", f"      submitit: {json.dumps(params)}"]
@@ -137,8 +160,9 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
             lines.append(f"      {r['evaluate']}: {json.dumps(kw)}; not a training job, no activation estimate")
     return lines, warnings
 
-def print_plan(runs, cluster, params, file=sys.stdout, gpu_mem_gb: float = GPU_MEM_GB):
-    "What would be submitted: runs, configs, and per job its resources, submitit/sbatch parameters, batch, peak lr and activation memory."
+def print_plan(runs, cluster, params, file=sys.stdout, gpu_mem_gb: float = GPU_MEM_GB, notes=()):
+    """What would be submitted: runs, configs, and per job its resources, submitit/sbatch parameters, batch, peak lr and activation
+    memory; `notes` (e.g. missing files) before the last line, which counts the warnings."""
     todo = [r for r in runs if r["state"] != "done"]
     print(f"{len(runs)} runs, {len(todo)} to launch on cluster={cluster}; job parameters: {json.dumps(params)}", file=file)
     print(f"activation memory per GPU: an estimate from smrnb.complexity's analytic counts ({_BF16_NOTE}); pre-training counts the "
@@ -155,5 +179,6 @@ def print_plan(runs, cluster, params, file=sys.stdout, gpu_mem_gb: float = GPU_M
         lines, w = job_lines(r, cluster, params, gpu_mem_gb)
         for l in lines + w: print(l, file=file)
         warnings += w
+    for n in notes: print(n, file=file)
     print(f"{len(warnings)} WARNING(s): see above" if warnings else f"memory: every job's activation estimate fits {gpu_mem_gb:g} GiB per GPU", file=file)
 

@@ -11,13 +11,15 @@ import submitit
 from .evaluations import EvalContext, check_eval_kw, eval_defaults, get_evaluation
 from .experiments import get_experiment, run_configs, check_amendments, _literal
 from .fsdp import check_fsdp
-from .jobplan import GPU_MEM_GB, print_plan
+from .methods.base import method_class
+from .jobplan import GPU_MEM_GB, fit_accumulation, job_lines, print_plan
 from .runstate import _pid_alive, _proc_start, run_busy, run_state
 from .train import RunDir, RunLocked, atomic_write_text, describe_holder, TrainConfig, setup_distributed, train
 
 # %% auto #0
-__all__ = ['CLUSTERS', 'evaluate_run', 'harden_slurm_requeue', 'RunJob', 'executor_params', 'make_executor', 'choose_cluster',
-           'LaunchInterrupted', 'parse_seeds', 'parse_eval_set', 'plan', 'eval_summary', 'launch', 'status']
+__all__ = ['CLUSTERS', 'MISSING_HINT', 'evaluate_run', 'harden_slurm_requeue', 'RunJob', 'executor_params', 'make_executor',
+           'choose_cluster', 'LaunchInterrupted', 'parse_seeds', 'parse_eval_set', 'plan', 'missing_files',
+           'eval_summary', 'launch', 'status']
 
 # %% ../nbs/30_launch.ipynb #c006
 def _distributed(evaluate: str) -> bool:
@@ -160,12 +162,12 @@ def parse_eval_set(items) -> dict:
     return out
 
 def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, amend: dict | None = None,
-         eval_overrides: dict | None = None, seeds=None) -> list:
+         eval_overrides: dict | None = None, seeds=None, variants=None) -> list:
     """The runs of an experiment at a scale, each with its state (and `busy`: who is working on it now).
     `eval_overrides` (`--eval-set`) change the evaluation's settings (`eval_kw`): a run evaluated with other settings is pending.
-    `seeds` (`--seeds`): one run per variant and seed."""
+    `seeds` (`--seeds`): one run per variant and seed; `variants` (`--variants`): only these variants."""
     exp = get_experiment(exp_name)
-    runs = run_configs(exp, scale, overrides, seeds=seeds)
+    runs = run_configs(exp, scale, overrides, seeds=seeds, variants=variants)
     amend = check_amendments(amend)
     for r in runs:
         if runs_root is not None:
@@ -174,11 +176,23 @@ def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs
         r["eval_kw"] = check_eval_kw(r["evaluate"], {**eval_defaults(r["evaluate"], scale), **r.get("eval_kw", {}),   # the row's recipe
                                                      **(eval_overrides or {})})
         if r["evaluate"] != "none" and (check_run := get_evaluation(r["evaluate"]).check_run) is not None:
-            try: check_run(r["config"])      # before any job: a run the evaluation cannot evaluate
+            try: check_run(r["config"], r["eval_kw"])      # before any job: a run the evaluation cannot evaluate (with these settings)
             except ValueError as e: raise ValueError(f"{r['run_id']}: {e}") from None
         r["state"], r["detail"] = run_state(r["config"]["run_dir"], r["evaluate"], r["eval_kw"])
         r["busy"] = run_busy(r["config"]["run_dir"]) if r["state"] != "done" else None
     return runs
+
+def missing_files(runs) -> list:
+    "`run_id: what path` for each file a run still to pre-train reads and this machine lacks (its teacher checkpoints: `Pretrainer.files`)."
+    out = []
+    for r in runs:
+        if r["state"] == "done" or (Path(r["config"]["run_dir"]) / "done").exists(): continue   # pre-trained: its teacher is not read again
+        c = TrainConfig.from_dict(r["config"]).resolved()
+        out += [f"{r['run_id']}: {what} {p}" for what, p in method_class(c.method).files(c.to_dict()) if not Path(p).is_file()]
+    return out
+
+MISSING_HINT = ("teacher files are built by the code, never downloaded: the tiny paper's toy teacher with `python -m smrnb.teacher`, "
+                "an MAE or CLIP teacher from its released weights with smrnb.teacher.export_teacher / a local open_clip checkpoint")
 
 def _check_writable(root: Path) -> None:
     try:
@@ -328,16 +342,28 @@ def _run_here(ex, cluster: str, exp_name: str, todo: list, pre: list, post: list
 
 def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overrides: dict | None = None, dry_run: bool = False,
            runs_root: str | None = None, partition: str | None = None, parallel: int = 1, wait: bool | None = None, file=sys.stdout,
-           amend: dict | None = None, gpu_mem_gb: float = GPU_MEM_GB, eval_overrides: dict | None = None, seeds=None) -> list:
-    "Submit the experiment's runs that are not done and not busy (`cluster`: see `choose_cluster`); returns the submitted jobs as dicts."
+           amend: dict | None = None, gpu_mem_gb: float = GPU_MEM_GB, eval_overrides: dict | None = None, seeds=None,
+           variants=None, allow_over_memory: bool = False) -> list:
+    """Submit the experiment's runs that are not done and not busy (`cluster`: see `choose_cluster`); returns the submitted jobs as dicts.
+    A GPU pre-training whose activations would exceed `gpu_mem_gb` accumulates gradients over micro-batches that fit (unless
+    `accum_iter` is set); a plan that still does not fit is refused unless `allow_over_memory`."""
     cluster, note = choose_cluster(scale, cluster, dry_run)
     if note: print(note, file=file)
-    runs = plan(exp_name, scale, overrides, runs_root, amend, eval_overrides, seeds)
+    runs = plan(exp_name, scale, overrides, runs_root, amend, eval_overrides, seeds, variants)
     exp = get_experiment(exp_name)
     params = executor_params(exp.resources[scale], cluster, f"smrnb-{exp_name}", partition)
     _check_fsdp_runs(runs, params)
+    if "accum_iter" not in {**(overrides or {}), **(amend or {})}: fit_accumulation(runs, params, gpu_mem_gb)
+    if not dry_run and params["gpus_per_node"] and not allow_over_memory:
+        if over := [w for r in runs if r["state"] != "done" for w in job_lines(r, cluster, params, gpu_mem_gb)[1]]:
+            raise ValueError("\n".join(over) + "\nnothing was submitted: raise accum_iter (--set), lower batch_size or use more GPUs, "
+                             "or pass --allow-over-memory to submit anyway")
+    missing = missing_files(runs)
+    msg = "files the runs read are missing:\n  " + "\n  ".join(missing) + f"\n{MISSING_HINT}"
+    if missing and not dry_run: raise FileNotFoundError(msg + "\nnothing was submitted")
     if dry_run:
-        print_plan(runs, cluster, params, file, gpu_mem_gb); return []
+        print_plan(runs, cluster, params, file, gpu_mem_gb, [f"note: a launch from this machine refuses to start: {msg}"] if missing else [])
+        return []
     todo = []
     for r in runs:
         if r["state"] == "done": continue
@@ -352,12 +378,15 @@ def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overr
     ex = make_executor(cluster, root / "%j", params)
     pre = [r for r in todo if not (Path(r["config"]["run_dir"]) / "done").exists()]
     post = [r for r in todo if r["evaluate"] != "none"]
-    if cluster == "slurm": return _submit_slurm(ex, todo, pre, post, params, root, file)
-    return _run_here(ex, cluster, exp_name, todo, pre, post, parallel, root, file)
+    try:
+        if cluster == "slurm": return _submit_slurm(ex, todo, pre, post, params, root, file)
+        return _run_here(ex, cluster, exp_name, todo, pre, post, parallel, root, file)
+    finally:                    # submitit also makes its folder as named, `%j` and all: an empty stray beside the jobs' own folders
+        if (stray := root / "%j").is_dir() and not any(stray.iterdir()): stray.rmdir()
 
 def status(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, file=sys.stdout,
-           eval_overrides: dict | None = None, seeds=None) -> list:
+           eval_overrides: dict | None = None, seeds=None, variants=None) -> list:
     "Print and return each run's state."
-    runs = plan(exp_name, scale, overrides, runs_root, eval_overrides=eval_overrides, seeds=seeds)
+    runs = plan(exp_name, scale, overrides, runs_root, eval_overrides=eval_overrides, seeds=seeds, variants=variants)
     for r in runs: print(f"{r['run_id']:28s} {r['state']:13s} {r['detail']}", file=file)
     return runs

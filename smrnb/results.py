@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import smrnb
-from .experiments import EXPERIMENTS, get_experiment, run_configs, paper_numbers, run_id
+from .experiments import EXPERIMENTS, RUN_ID_IF_SET, RUN_ID_SKIP, get_experiment, run_configs, paper_numbers, run_id
 from .runstate import run_state
 from .train import TrainConfig
 
@@ -148,11 +148,27 @@ def _state(d: Path, evaluate: str) -> tuple[str, str]:
     except (UnicodeDecodeError, ValueError, TypeError, AttributeError, KeyError, IndexError, OSError) as e:
         return "unreadable", f"unreadable: {type(e).__name__}: {e}"
     if state == "unreadable" and not str(detail).startswith("unreadable: "): detail = f"unreadable: {detail}"
+    if state == "done" and (why := _truncated_metrics(d)): return "truncated metrics", why
     return state, detail
 
+def _truncated_metrics(d: Path) -> str:
+    "Why a finished run's `metrics.jsonl` does not reach the steps its `summary.json` counts ('' when it does, or either file is absent)."
+    steps, text = (_read_json(d / "summary.json") or {}).get("steps"), _text(d / "metrics.jsonl")
+    if not _is_number(steps) or steps < 1 or text is None: return ""
+    last = None
+    for line in text.splitlines():
+        try: row = json.loads(line)
+        except ValueError: continue                      # a torn line (the last one of a killed write)
+        if isinstance(row, dict) and _is_number(row.get("step")): last = row["step"]
+    if last == steps: return ""
+    return (f"metrics.jsonl ends at step {last}" if last is not None else "metrics.jsonl has no step") + \
+           f" of the {steps} summary.json counts: its number stands (eval.json), its training curve is cut short"
+
 def _config_diff(old: dict, new: dict) -> str:
-    "Every key (but `run_dir`) whose value differs, as `key: old -> new`: all of them, the report truncates nothing."
-    keys = sorted(k for k in set(old) | set(new) if k != "run_dir" and old.get(k) != new.get(k))
+    """Every key whose value differs, as `key: old -> new`: all of them, the report truncates nothing; not the keys that do not change
+    what a run computes (`RUN_ID_SKIP`: run_dir, compile, accum_iter...), nor a key added since at its default (`RUN_ID_IF_SET`)."""
+    same = lambda k: old.get(k) == new.get(k) or (k not in old and k in RUN_ID_IF_SET and new.get(k) == RUN_ID_IF_SET[k])
+    keys = sorted(k for k in set(old) | set(new) if k not in RUN_ID_SKIP and not same(k))
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
 
 def run_device(ev: dict, summary: dict, config: dict) -> str | None:
@@ -162,7 +178,7 @@ def run_device(ev: dict, summary: dict, config: dict) -> str | None:
     return None
 
 def _seed_of(p: Path):
-    "The seed in a run directory's config.json (None when unreadable: such a run is shown as `unreadable` for every seed)."
+    "The seed in a run directory's config.json (None when unreadable: such a run belongs to no seed's row, see `run_rows`)."
     cfg = (_read_json(p / "config.json") or {}).get("config")
     return cfg.get("seed", TrainConfig.seed) if isinstance(cfg, dict) else None
 
@@ -175,8 +191,11 @@ def run_rows(exp: str, runs_dir, scale: str = "tiny", seed: int | None = None) -
         d, current = Path(r["config"]["run_dir"]), True
         state, detail = _state(d, r["evaluate"])
         if state == "not launched":
-            older = [p for p in (runs_dir / scale / exp.name).glob(f"{r['variant']}-*")
-                     if p.is_dir() and p.name.rsplit("-", 1)[0] == r["variant"] and (p / "config.json").exists() and _seed_of(p) in (r["seed"], None)]
+            mine = [p for p in (runs_dir / scale / exp.name).glob(f"{r['variant']}-*")
+                    if p.is_dir() and p.name.rsplit("-", 1)[0] == r["variant"] and (p / "config.json").exists()]
+            older = [p for p in mine if _seed_of(p) == r["seed"]]
+            if lost := [p.name for p in mine if _seed_of(p) is None]:   # seed unknown: named here, shown under no seed
+                detail = "; ".join(x for x in (detail, f"{', '.join(sorted(lost))} of this variant has an unreadable config.json (seed unknown)") if x)
             if older:
                 d = max(older, key=lambda p: (p / "config.json").stat().st_mtime); current = False
                 st, det = _state(d, r["evaluate"])

@@ -5,7 +5,7 @@
 # %% ../nbs/21_train.ipynb #c003
 from __future__ import annotations
 import difflib, errno, fcntl, json, math, os, platform, random, resource, signal, socket, sys, time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import numpy as np
@@ -53,6 +53,8 @@ class TrainConfig(PretrainConfig):
     compile: bool = False                # torch.compile the model (the same run: not part of its id, may change on resume)
     grad_checkpointing: bool = False     # recompute the encoder's blocks in backward: less activation memory, same result
     fsdp: bool = False                   # shard params, grads and optimizer states over the processes (FSDP2; smrnb.fsdp): same result
+    accum_iter: int = 1                  # micro-batches per optimiser step: each process's batch in equal parts, gradients summed (the
+                                         # same batch and lr in less activation memory; the launcher sets it when a batch does not fit)
 
     def to_dict(self) -> dict: return json.loads(json.dumps(asdict(self)))
 
@@ -89,6 +91,7 @@ def _pair(lo_ok, hi_ok): return lambda t: len(t) == 2 and all(_num(x) for x in t
 
 _RANGES = {  # key: (check, what is allowed); types are checked first, None passes where the type allows it
     "epochs": (lambda x: x >= 1, "an integer >= 1"), "batch_size": (lambda x: x >= 1, "an integer >= 1"),
+    "accum_iter": (lambda x: x >= 1, "an integer >= 1 (1: no gradient accumulation)"),
     "img_size": (lambda x: x >= 1, "an integer >= 1"), "seed": (lambda x: x >= 0, "an integer >= 0"),
     "num_workers": (lambda x: x >= 0, "an integer >= 0"), "log_every": (lambda x: x >= 1, "an integer >= 1"),
     "ckpt_every": (lambda x: x >= 0, "an integer >= 0 (0: at the end of every epoch)"),
@@ -254,7 +257,7 @@ def _set_rng_state(s):
     if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
 # %% ../nbs/21_train.ipynb #c020
-RESUMABLE_KEYS = {"epochs", "max_steps", "log_every", "ckpt_every", "num_workers", "device", "run_dir", "on_bad_image", "compile", "grad_checkpointing", "fsdp"}
+RESUMABLE_KEYS = {"epochs", "max_steps", "log_every", "ckpt_every", "num_workers", "device", "run_dir", "on_bad_image", "compile", "grad_checkpointing", "fsdp", "accum_iter"}
 AMENDABLE_KEYS = {"lr", "blr", "min_lr", "clip_grad", "warmup_epochs"}   # changeable on an explicit `amend` (a diverged run)
 
 class RunLocked(RuntimeError):
@@ -470,6 +473,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
         if dropped: print(f"metrics.jsonl: dropped {dropped} rows logged after step {step} by the interrupted attempt")
     if cfg.batch_size % world: raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     bs = cfg.batch_size // world
+    if bs % cfg.accum_iter: raise ValueError(f"the batch per process, {bs} (batch_size {cfg.batch_size} over {world}), is not divisible by accum_iter {cfg.accum_iter}")
     torch.manual_seed(cfg.seed); np.random.seed(cfg.seed); random.seed(cfg.seed)   # same init on every rank
     ds = SeededDataset(build_dataset(cfg, uint8=True), cfg.seed)       # uint8 through the loader, normalised on the device
     steps_per_epoch = len(ds) // cfg.batch_size
@@ -535,11 +539,19 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
             lr = lr_at(step, steps_per_epoch, cfg.epochs, cfg.peak_lr, cfg.warmup_epochs, cfg.min_lr)
             for g in opt.param_groups: g["lr"] = lr
             imgs = normalize_batch(imgs.to(dev, non_blocking=True), mean_t, std_t)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = ddp(imgs)
-            loss, ld = out["loss"], out["loss"].detach()
-            parts = {k: out[k] for k in model.logged if k in out}   # the method's extra loss terms (`Pretrainer.logged`: D-MAE, MFM)
-            del out                                                 # pred / target freed now, not held through the next forward
+            opt.zero_grad(set_to_none=True)
+            micros, ld, parts = imgs.chunk(cfg.accum_iter), 0., {}  # accum_iter 1: the whole batch, bit for bit as without accumulation
+            for i, mb in enumerate(micros):                         # each micro-batch's backward frees its activations before the next
+                sync = i == len(micros) - 1 or not hasattr(ddp, "no_sync")   # DDP all-reduces once, on the last
+                with nullcontext() if sync else ddp.no_sync():
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                        out = ddp(mb)
+                    loss = out["loss"] / len(micros)
+                    ld = ld + loss.detach()
+                    for k in model.logged:                          # the method's extra loss terms (`Pretrainer.logged`: D-MAE, MFM)
+                        if k in out: parts[k] = parts.get(k, 0.) + out[k] / len(micros)
+                    del out                                         # pred / target freed now, not held through the backward
+                    loss.backward()
             first_bad = torch.where(torch.isfinite(ld) | (first_bad >= 0), first_bad, step)
             is_log = (step + 1) % cfg.log_every == 0 or step + 1 == total
             if pending is not None or is_log:
@@ -548,8 +560,6 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
                     save(*pending); saved_step = pending[0]
                     if rank == 0 and pause_at_step == saved_step and start_step < saved_step: _pause(run.path, saved_step)
                     pending = None
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
             if cfg.clip_grad: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             opt.step()
             model.after_step(step / total)   # the method's hook (an EMA teacher follows the student), before step += 1: in [0, 1)

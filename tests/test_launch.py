@@ -36,6 +36,7 @@ def test_debug_cluster_runs_evaluates_skips(tmp_path, toy):
     assert len(evals) == len(lines)
     again = run(*args)
     assert "all" in again.stdout and "done" in again.stdout             # nothing resubmitted
+    assert not list(tmp_path.rglob("%j")), sorted(p.name for p in (tmp_path / "_submitit" / "smr_ablation_4f").iterdir())   # no stray folder
 
 
 def test_local_preemption_requeues_and_resumes_to_the_same_weights(tmp_path, toy, monkeypatch):
@@ -210,7 +211,7 @@ def test_itpn_speed_runs_through_the_launcher(tmp_path, toy):
     r = run("--exp", "itpn_speed", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--eval-set", 'settings=["m10","m50"]')
     assert r.returncode != 0 and "settings=" in r.stdout + r.stderr and "m40_gather" in r.stdout + r.stderr, r.stdout + r.stderr
     r = run("--exp", "itpn_speed", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--set", "arch=toy",
-            "--set", "method=mae", "--set", "target=pixel")   # a ViT run: refused before any job
+            "--set", "method=mae", "--set", "target=pixel", "--set", "target_kw={}")   # a ViT run: refused before any job
     assert r.returncode != 0 and "needs an iTPN" in r.stdout + r.stderr, r.stdout + r.stderr
 
 

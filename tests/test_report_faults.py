@@ -132,3 +132,46 @@ def test_invalid_values_counted_in_summary(tmp_path):
     assert "NaN at seed 0 (invalid)" in (out / "table_4f.md").read_text()      # over seeds: which seed's value is invalid
     t8 = (out / "table_8.md").read_text()
     assert "inf (invalid)" in t8 and "0.00" not in t8
+
+
+def test_a_run_with_a_damaged_config_belongs_to_no_other_seed(tmp_path):
+    """Only seed 0 of k15x4 was launched and its config.json is damaged: seed 0's row is `unreadable`; seeds 1 and 2 were never
+    launched and say so (naming the damaged run, whose seed cannot be read), instead of repeating seed 0's damage."""
+    runs = fixture_copy(tmp_path)
+    for s in (1, 2): shutil.rmtree(run_dir(runs, "smr_ablation_4f", "k15x4", s))
+    d0 = run_dir(runs, "smr_ablation_4f", "k15x4", 0)
+    (d0 / "config.json").write_bytes(CORRUPT["config_json"][3])
+    rows = {s: report_table("smr_ablation_4f", runs, seeds=[s]).set_index("variant").loc["k15x4"] for s in (0, 1, 2)}
+    assert rows[0].state == "unreadable"
+    for s in (1, 2):
+        assert rows[s].state == "not launched", (s, rows[s].state, rows[s].detail)
+        assert f"{d0.name} of this variant has an unreadable config.json (seed unknown)" in rows[s].detail
+    t = report_table("smr_ablation_4f", runs, seeds=[0, 1, 2]).set_index("variant").loc["k15x4"]
+    assert "seed 0: unreadable" in t.detail and "seed 1: not launched" in t.detail and t.n_seeds == 0
+
+
+def test_a_finished_run_with_truncated_metrics_says_so(tmp_path):
+    runs = fixture_copy(tmp_path)
+    d = run_dir(runs, "smr_ablation_4f", "k20x4")
+    m = d / "metrics.jsonl"
+    m.write_text("\n".join(m.read_text().splitlines()[:-2]) + "\n")      # the last two rows lost
+    steps = json.loads((d / "summary.json").read_text())["steps"]
+    r = report_table("smr_ablation_4f", runs).set_index("variant").loc["k20x4"]
+    assert r.state == "truncated metrics" and f"of the {steps} summary.json counts" in r.detail, (r.state, r.detail)
+    assert np.isfinite(r.ours) and r.todo == ""                                      # its evaluation stands; nothing to relaunch
+    assert report_table("smr_ablation_4f", runs).set_index("variant").loc["k25x4", "state"] == "done"   # the others untouched
+
+
+def test_an_older_config_counts_in_seed_averaged_tables_as_in_one_seed_tables(tmp_path):
+    """One rule for every table: a seed whose run finished under an older config is shown with its number and the keys that
+    differ, in a seed-averaged table as in a one-seed table (the orderings are tested on current configs only)."""
+    runs = fixture_copy(tmp_path)
+    d = run_dir(runs, "smr_ablation_4f", "k20x4", 1)
+    c = json.loads((d / "config.json").read_text()); c["config"]["epochs"] = 99
+    (d / "config.json").write_text(json.dumps(c))
+    d.rename(d.with_name("k20x4-00000000"))                                         # the run id an older recipe gave it
+    one = report_table("smr_ablation_4f", runs, seeds=[1]).set_index("variant").loc["k20x4"]
+    assert one.state == "older config" and "differs: epochs: 99 -> " in one.detail and np.isfinite(one.ours)
+    t = report_table("smr_ablation_4f", runs, seeds=[0, 1, 2]).set_index("variant").loc["k20x4"]
+    assert t.n_seeds == 3 and "seed 1: older config" in t.detail and "differs: epochs: 99 -> " in t.detail, (t.n_seeds, t.detail)
+    assert f"1: {one.ours:.4g}" in t.seed_values

@@ -28,7 +28,7 @@ class Evaluation:
     distributed: bool = False             # runs on every process of the evaluation job (rank 0 writes eval.json)
     defaults: dict = field(default_factory=dict)    # per scale: {"tiny": {...}, "paper": {...}}
     check: Optional[Callable] = None      # check(own: dict, ft: FinetuneConfig | None): refuse bad settings (ValueError)
-    check_run: Optional[Callable] = None  # check_run(config: dict): refuse, at plan time, a run it cannot evaluate
+    check_run: Optional[Callable] = None  # check_run(config: dict, kw: dict): refuse, at plan time, a run it cannot evaluate with settings `kw`
     describe: Optional[Callable] = None   # describe(own: dict, ft) -> lines for the launcher's dry run
 
 EVALUATIONS: dict = {}   # name -> Evaluation, in the order the errors list them

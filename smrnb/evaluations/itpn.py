@@ -24,7 +24,7 @@ def _check(own: dict, ft) -> None:
         if not (isinstance(s, list) and s and all(isinstance(k, str) for k in s)) or [k for k in s if k not in FIG5_SETTINGS]:
             raise ValueError(f"--eval-set settings={s!r}: a non-empty list of Figure 5 settings out of {', '.join(FIG5_SETTINGS)}")
 
-def _check_run(config: dict) -> None:   # before any job: the evaluation times Fast-iTPN's options, which only an iTPN has
+def _check_run(config: dict, kw: dict | None = None) -> None:   # before any job: the evaluation times Fast-iTPN's options, which only an iTPN has
     if arch_family(config["arch"]) != "itpn":
         raise ValueError(f"the acceleration evaluation needs an iTPN (arch itpn_* or fast_itpn_*), got arch "
                          f"{config['arch']!r}: drop the arch override or evaluate another way")

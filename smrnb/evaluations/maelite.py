@@ -5,6 +5,7 @@
 # %% ../../nbs/26d_eval_maelite.ipynb #c003
 from __future__ import annotations
 from .base import register_evaluation, _positive_ints
+from ..encoders import arch_geometry
 from ..evaluate import finetune
 from ..methods.maelite import reserve_layers
 
@@ -18,12 +19,17 @@ def _check(own: dict, ft) -> None:
     if "reserve" in own and not (isinstance(r, list) and r and all(not isinstance(k, bool) and isinstance(k, int) and k >= 0 for k in r)):
         raise ValueError(f"--eval-set reserve={r!r}: a non-empty list of numbers of reserved blocks, e.g. reserve=[0,2,4]")
 
+def _check_run(config: dict, kw: dict) -> None:   # before any job: every k a number of blocks the run's encoder has
+    depth = arch_geometry(config["arch"], config.get("img_size"))["depth"]
+    if bad := sorted(k for k in set(kw.get("reserve", [])) if k > depth):
+        raise ValueError(f"--eval-set reserve: {bad} exceed the {depth} blocks of arch={config['arch']!r} (k counts the reserved blocks, 0..{depth})")
+
 def _describe(own: dict, ft) -> list:
     if "reserve" not in own: return []
     return [f"      layer reservation: fine-tuned {len(set(own['reserve']))} times, keeping the first k pre-trained blocks "
             f"(the rest re-initialised) for k in {sorted(set(own['reserve']))}"]
 
-@register_evaluation("layer_reservation", keys=("reserve",), finetunes=True, distributed=True, check=_check, describe=_describe,
+@register_evaluation("layer_reservation", keys=("reserve",), finetunes=True, distributed=True, check=_check, check_run=_check_run, describe=_describe,
                      defaults={"tiny": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, reserve=[0, 2, 4, 6]),   # the toy's 6 blocks
                                "paper": dict(epochs=100, batch_size=1024, reserve=[0, 2, 4, 6, 8, 10, 12])})
 def run_layer_reservation(ctx, kw: dict) -> dict:

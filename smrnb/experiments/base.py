@@ -273,7 +273,7 @@ def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
         d = {**tb, **tiny_overrides(pb, pt / pp, dp, dt, pt + int(cls), cls)}
     return {**d, **v.at_scale.get(scale, {})}
 
-RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing", "fsdp")   # keys that do not change what a run computes: not part of its id
+RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing", "fsdp", "accum_iter")   # keys that do not change what a run computes: not part of its id
 
 RUN_ID_IF_SET = {"distill": {}, "encoder_kw": {}, "method_kw": {}}   # keys added after runs existed: at these (their default) values they stay out of the id, so older runs keep theirs
 
@@ -296,28 +296,47 @@ def eval_settings(v: Variant, ev: str, scale: str) -> dict:
         out["drop"] = {**drop, "warmup_epochs": dc.warmup_epochs / TINY_DIVISOR, "ramp_epochs": dc.ramp_epochs / TINY_DIVISOR}
     return out
 
-def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "runs", seeds=None) -> list[dict]:
-    "One dict per variant (and seed, with `seeds`): variant, seed, run_id, config (a full `TrainConfig` as a dict), evaluate, paper, resources."
+def run_configs(exp, scale: str, overrides: dict | None = None, root: str = "runs", seeds=None, variants=None) -> list[dict]:
+    """One dict per variant (and seed, with `seeds`): variant, seed, run_id, config (a full `TrainConfig` as a dict), evaluate, paper,
+    resources. `variants`: only these (names of `exp`'s variants). Overrides that some variants refuse are refused, naming the
+    variants they fit (select those with `variants`)."""
     exp = get_experiment(exp)
     overrides = check_overrides(overrides)
+    chosen = exp.variants
+    if variants is not None:
+        names = [v.name for v in exp.variants]
+        if not variants or (bad := [n for n in variants if n not in names]) or len(set(variants)) != len(variants):
+            raise ValueError(f"--variants {','.join(map(str, variants))}: name distinct variants of {exp.name}: {', '.join(names)}")
+        chosen = [v for v in exp.variants if v.name in variants]
     if seeds is not None:
         seeds = list(seeds)
         if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct non-negative ints, got {seeds}")
         if "seed" in overrides: raise ValueError("give the seeds with seeds= (--seeds), not also --set seed=...")
-    out = []
-    for v, seed in [(v, s) for v in exp.variants for s in (seeds if seeds is not None else [None])]:
+    out, refused = [], {}
+    for v, seed in [(v, s) for v in chosen for s in (seeds if seeds is not None else [None])]:
         d = {**variant_config(exp, v, scale), **overrides, **({} if seed is None else {"seed": seed})}
         try:
             tc = TrainConfig.from_dict({k: val for k, val in d.items() if k != "run_dir"})
             check_schedule(tc)
-        except ValueError as e: raise ValueError(f"{exp.name}/{v.name} at scale {scale!r}: {e}") from None
+        except ValueError as e:
+            if not overrides: raise ValueError(f"{exp.name}/{v.name} at scale {scale!r}: {e}") from None
+            refused.setdefault(v.name, str(e)); continue
         cfg = fill_fallbacks(tc.to_dict())   # the method's drop_path / norm_pix written out: they are part of the run's id
         rid = run_id(v.name, cfg)
         cfg["run_dir"] = f"{root}/{scale}/{exp.name}/{rid}"
         ev = TINY_EVALUATE.get(v.evaluate, v.evaluate) if scale == "tiny" else v.evaluate
         out.append(dict(variant=v.name, seed=cfg["seed"], run_id=rid, config=cfg, evaluate=ev, paper=v.paper,
                         resources=dict(exp.resources[scale]), eval_kw=eval_settings(v, ev, scale)))
+    if refused and not out:       # no variant takes the overrides: the first one's reason
+        name, e = next(iter(refused.items()))
+        raise ValueError(f"{exp.name}/{name} at scale {scale!r}: {e}")
+    if refused:
+        sets = " ".join(f"{k}={json.dumps(val)}" for k, val in overrides.items())
+        fits = sorted({r["variant"] for r in out})
+        why = "; ".join(f"{n}: {e}" for n, e in refused.items())
+        raise ValueError(f"{exp.name} at scale {scale!r}: --set {sets} does not fit variant(s) {', '.join(refused)} ({why})"
+                         + (f". It fits {', '.join(fits)}: add --variants {','.join(fits)} to launch only those" if fits else ""))
     return out
 
 # %% ../../nbs/27_experiments.ipynb #c043

@@ -4,14 +4,14 @@
 
 # %% ../../nbs/14_method_base.ipynb #c003
 from __future__ import annotations
-import copy, difflib
+import copy, difflib, inspect, math
 from dataclasses import dataclass, field, fields, asdict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..encoders import create_encoder
+from ..encoders import arch_geometry, create_encoder, encoder_options
 from ..backbones.itpn import ITPN_PRESETS
-from ..targets import make_target
+from ..targets import TARGETS, make_target
 
 # %% auto #0
 __all__ = ['METHOD_DEFAULTS', 'METHOD_CLASSES', 'DISTILL_KEYS', 'FALLBACKS', 'recon_loss', 'random_masking', 'batch_masking',
@@ -74,6 +74,7 @@ def fill_fallbacks(d: dict) -> dict:
 
 def method_class(name: str) -> type:
     "The registered class of method `name`; a clear error listing the registered methods otherwise."
+    if not METHOD_CLASSES: raise ValueError(f"unknown method {name!r}: no method is registered yet; `import smrnb.pretrain` registers every built-in one")
     if name not in METHOD_CLASSES: raise ValueError(f"unknown method {name!r}; valid options: {', '.join(METHOD_CLASSES)}")
     return METHOD_CLASSES[name]
 
@@ -125,10 +126,16 @@ class PretrainConfig:
         if not isinstance(d["encoder_kw"], dict): raise ValueError(f"encoder_kw must be a dict of the backbone's options, got {d['encoder_kw']!r}")
         if taken := sorted(set(d["encoder_kw"]) & _OWN_KEYS):
             raise ValueError(f"encoder_kw sets {taken}, which the config's own keys set (img_size, drop_path, init, schedule, ...): set those instead")
+        if bad := sorted(set(d["encoder_kw"]) - (ok := encoder_options(d["arch"]))):
+            close = sorted({c for b in bad for c in difflib.get_close_matches(b, ok, n=2)})
+            raise ValueError(f"encoder_kw {bad} is not an option of arch={d['arch']!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+                             + " (its options: the backbone constructor's keywords, smrnb.encoders.encoder_options)")
         if bad := sorted(set(d["distill"]) - set(DISTILL_KEYS)): raise ValueError(f"unknown distill key(s) {bad}; valid: {', '.join(DISTILL_KEYS)}")
         if bad := sorted(set(d["method_kw"]) - set(cls.method_options)):   # every method's, whatever its own check does
             raise ValueError(f"method_kw {bad} is not an option of method={d['method']!r}; its options: {', '.join(cls.method_options) or 'none'}")
+        cls.check_target_kw(d)
         cls.check(d)
+        cls.check_geometry(d, arch_geometry(d["arch"], d["img_size"]))
         return type(self)(**d)
 
     @classmethod
@@ -151,6 +158,7 @@ class Pretrainer(nn.Module):
     logged: tuple = ()   # names of detached loss terms `forward` returns, logged beside the total (one host sync per log step)
     own_target: str | None = None   # a target kind only this class builds (PCAE's teacher: "pcae")
     method_options: tuple = ()       # the keys `method_kw` may set for this method (its class's own switches)
+    target_supplied: dict = {"pixel": ("patch_size", "norm_pix"), "ema": ("student_encoder",)}   # target keywords `make_target` passes itself
 
     def __new__(cls, cfg: PretrainConfig | None = None, target: nn.Module | None = None):
         if cls is Pretrainer and cfg is not None: cls = method_class(cfg.method)   # the registered method's class
@@ -169,6 +177,49 @@ class Pretrainer(nn.Module):
             raise ValueError(f"arch={d['arch']!r} is an iTPN: pre-train it with method='mfm' (it is not in the encoder protocol {d['method']!r} needs)")
         if d["target"] == "pcae" and cls.own_target != "pcae":
             raise ValueError(f"target='pcae' is PCAE's own teacher: pre-train with method='pcae' (method={d['method']!r} does not build it)")
+
+    @classmethod
+    def target_factory(cls, d: dict):
+        "What `make_target` builds for a resolved config `d` (its keywords are the options `target_kw` may set)."
+        return TARGETS[d["target"]]
+
+    @classmethod
+    def check_target_kw(cls, d: dict) -> None:
+        "Refuse `target_kw` keys the config's target does not take, and an EMA momentum outside [0, 1], before any job starts."
+        kw = d["target_kw"]
+        if not isinstance(kw, dict): raise ValueError(f"target_kw must be a dict of the target's options, got {kw!r}")
+        fn = cls.target_factory(d)
+        params = inspect.signature(fn.__init__ if isinstance(fn, type) else fn).parameters
+        ok = {n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        ok -= set(cls.target_supplied.get(d["target"], ()))
+        if bad := sorted(set(kw) - ok):
+            raise ValueError(f"target_kw {bad} is not an option of target={d['target']!r} (method={d['method']!r}); its options: {', '.join(sorted(ok)) or 'none'}")
+        for k in ("momentum", "end_momentum"):
+            v = kw.get(k, 0.)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise ValueError(f"target_kw {k}={v!r}: an EMA momentum must be a number in [0, 1]")
+
+    @classmethod
+    def visible_count(cls, d: dict, P: int) -> int | None:
+        "Patches the encoder sees of `P` under the config's input masking (MAE's `int(P (1 - r))`; None without masking)."
+        return None if d["input_mask"] == "none" else int(P * (1 - d["mask_ratio"]))
+
+    @classmethod
+    def check_geometry(cls, d: dict, g: dict) -> None:
+        "Refuse a masking that leaves the encoder no visible patch (`g`: `arch_geometry`); subclasses add their own counts."
+        P = g["num_patches"]
+        if (n := cls.visible_count(d, P)) is not None and n < 1:
+            raise ValueError(f"mask_ratio={d['mask_ratio']} leaves {n} of the {P} patches of arch={d['arch']!r} at img_size {d['img_size']} "
+                             f"visible (method={d['method']!r}): lower it, to at most {math.floor((1 - 1 / P) * 1e4) / 1e4:g} for one visible patch")
+
+    @classmethod
+    def files(cls, d: dict) -> list:
+        "`(what, path)` of the files a resolved config `d` reads (teacher checkpoints): the launcher checks them before any job."
+        out = []
+        if d["target"] in ("frozen", "clip") and d["target_kw"].get("checkpoint"):
+            out.append((f"target_kw checkpoint (the {d['target']} teacher)", d["target_kw"]["checkpoint"]))
+        if d["distill"].get("checkpoint"): out.append(("distill checkpoint (the D-MAE teacher)", d["distill"]["checkpoint"]))
+        return out
 
     @staticmethod
     def build_encoder(cfg: PretrainConfig) -> nn.Module:

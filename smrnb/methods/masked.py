@@ -125,6 +125,9 @@ class SimMIM(MaskedReconstruction):
                              f"mask cells of 2x2 patches, a shared relative position bias, no absolute table) that smrnb does not build; "
                              f"for mask tokens on a ViT use method='mim_sd'")
 
+    @classmethod
+    def visible_count(cls, d: dict, P: int) -> int: return P - math.ceil(P * d["mask_ratio"])   # SimMIM masks ceil(P r)
+
     def masks(self, B: int, P: int, generator, device) -> tuple:
         "SimMIM's mask: `ceil(P * ratio)` random positions per image (its `MaskGenerator`'s count)."
         r = self.cfg.mask_ratio

@@ -140,6 +140,19 @@ class PCAE(MaskedReconstruction):
     after each step) on the masked patches, dropping tokens after blocks 0/4/8 (of 12: the same relative depths in a shallower
     encoder); `PCAEDecoder` predicts the teacher's surviving positions, `1 - cosine` against its outputs."""
     own_target = "pcae"
+    target_supplied = {"pcae": ("student_encoder",)}
+
+    @classmethod
+    def target_factory(cls, d: dict): return PCAETeacher
+
+    @classmethod
+    def check_geometry(cls, d: dict, g: dict) -> None:
+        "MAE's visible count, then the teacher's drops on the masked patches (blocks below the depth, keep in (0, 1]), before any job."
+        super().check_geometry(d, g)
+        depth, P = g["depth"], g["num_patches"]
+        kw = d["target_kw"]
+        try: progressive_schedule(P - cls.visible_count(d, P), kw.get("blocks", tuple(depth // 3 * i for i in range(3))), kw.get("keep", 0.5), depth)
+        except (TypeError, ValueError) as e: raise ValueError(f"target_kw of PCAE's teacher ({d['arch']}, {depth} blocks): {e}") from None
 
     @classmethod
     def check(cls, d: dict) -> None:
