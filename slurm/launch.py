@@ -19,11 +19,20 @@ activation-memory estimate, with a WARNING where it exceeds --gpu-mem-gb.
 import argparse, sys
 from pathlib import Path
 
+EPILOG = """examples:
+  python slurm/launch.py --exp smr_ablation_4f --scale tiny --cluster local      # run it here, then --status
+  python slurm/launch.py --exp smr_ablation_4f --scale paper --dry-run           # the plan a cluster user submits
+
+--list names every experiment. Ctrl-C or SIGTERM with --cluster local/debug cancels the jobs this launcher started
+(exit 130); their runs keep their last checkpoint and launching again resumes them. SLURM jobs outlive the launcher:
+follow them with --status."""
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repository, when run without the venv's .pth
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=EPILOG)
     p.add_argument("--exp", help="experiment name (see --list)")
     p.add_argument("--scale", default="tiny", choices=("tiny", "paper"))
     p.add_argument("--cluster", default=None, choices=("slurm", "local", "debug"),

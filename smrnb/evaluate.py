@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from timm.layers import Attention
 from timm.models.vision_transformer import VisionTransformer
 from .train import (load_model_state, atomic_save, setup_distributed, EpochBatches, SeededDataset, lr_at, load_checkpoint, _rng_state,
-                         _set_rng_state, SimulatedCrash, _pause)
+                         _set_rng_state, SimulatedCrash, _pause, EventLog)
 from .methods.pcae import DropConfig, TokenDropping
 from .encoders import finetune_hier
 from .config import uses_bf16, bottleneck_blocks, spread_counts, fit_counts
@@ -121,6 +121,7 @@ class FinetuneConfig:
     amp: str = "auto"                      # auto (bf16 on CUDA) | bf16 | off
     device: str = "auto"
     seed: int = 0
+    tensorboard: bool = True               # also write each epoch's row as TensorBoard events (<out_dir>/tb/, rank 0); not part of the recipe's id
     drop: dict | None = None               # PCAE's downstream token dropping (smrnb.methods.pcae.DropConfig keys, e.g. {"max_ratio": 0.4}); rpe=False
 
     @property
@@ -309,6 +310,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
                                        finetune=ft.to_dict(), rng=rngs), ckpt)
 
     loss_sum, start_step = torch.full((), epoch_loss, device=dev), step
+    tb = EventLog(out_dir, "finetune", purge_step=len(hist) + 1 if hist else None) if ft.tensorboard and out_dir is not None and rank == 0 else None
     while step < total:
         epoch, start = divmod(step, spe)
         loader = DataLoader(ds, batch_sampler=EpochBatches(len(ds), per_rank, ft.seed, epoch, rank, world, start),
@@ -340,12 +342,14 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
                 if step == total or (ft.eval_every and (step // spe) % ft.eval_every == 0):
                     row["val_acc"] = _dist_accuracy(net, val_ds, max(micro, 1), dev, rank, world, use_bf16, ft.num_workers); model.train()
                 hist.append(row)
+                if tb is not None: tb.log(row, row["epoch"], step_key="epoch")
                 if rank == 0: print(f"fine-tuning epoch {row['epoch']}/{ft.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
             if ckpt is not None and (step == total or (ft.ckpt_every and step % ft.ckpt_every == 0) or (not ft.ckpt_every and step % spe == 0)):
                 save()
                 if rank == 0 and pause_at_step == step and start_step < step: _pause(out_dir, step)
             if crash_at_step is not None and step == crash_at_step: raise SimulatedCrash(f"simulated crash after fine-tuning step {step}")
             if step >= total: break
+    if tb is not None: tb.close()
     acc = hist[-1].get("val_acc", float("nan")) if hist else float("nan")
     out = dict(val_acc=acc, history=hist, steps=step, world_size=world, finetune=ft.to_dict())
     if net is not model: out.update(drop_ratio=net.set_epoch(step / spe), drop_layers=list(net.layers))

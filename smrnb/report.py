@@ -24,10 +24,11 @@ from .compare import _raw, paired_test
 
 # %% auto #0
 __all__ = ['CURVE_EXPERIMENTS', 'REPORT_TABLES', 'NO_RUNS', 'TABLE_EXPERIMENTS', 'TABLES_NB', 'TINY_SEEDS', 'TINY_PAPER',
-           'SEEDED', 'compactness_frame', 'compactness_table', 'compactness_verdicts', 'n_invalid', 'reserved_frame',
-           'acceleration_frame', 'loss_curves', 'loss_summary', 'plot_loss_curves', 'teacher_record',
-           'plot_compactness', 'plot_ratios', 'merging_source', 'merging_settings', 'merging_figures', 'parse_tables',
-           'build_report', 'keep_teacher', 'main']
+           'PAPERS', 'PAPER_REPORT', 'TIMING', 'SEEDED', 'compactness_frame', 'compactness_table',
+           'compactness_verdicts', 'n_invalid', 'reserved_frame', 'acceleration_frame', 'loss_curves', 'loss_summary',
+           'plot_loss_curves', 'teacher_record', 'plot_compactness', 'plot_ratios', 'merging_source',
+           'merging_settings', 'merging_figures', 'parse_tables', 'build_report', 'paper_tables', 'keep_teacher',
+           'main']
 
 # %% ../nbs/33_report.ipynb #c025
 def _evaluated_runs(exp: str, runs_dir, scale: str, seeds=None):
@@ -265,7 +266,24 @@ def build_report(runs_dir="runs", out_dir="reports/tiny", scale: str = "tiny", t
 
 # %% ../nbs/33_report.ipynb #c040
 TINY_PAPER = ("4f", "4e", "fig2", "1", "8")   # 1 and 8: short timing runs (seconds)
-SEEDED = ("4f", "4e", "fig2")                 # the tables run with every seed (1 and 8 time the code: one seed)
+PAPERS = {   # each paper's tables in the main job (its experiments run, then its tables and figures are shown)
+    "smr": TINY_PAPER, "pcae": ("PCAE-1", "PCAE-4", "PCAE-5"), "greenmim": ("GreenMIM-2",), "maelite": ("MAELITE-5", "MAELITE-fig2"),
+    "itpn": ("ITPN-3", "ITPN-fig5")}
+PAPER_REPORT = {   # each paper's part of the report: the tables above, the paper's other tables (their launch commands), its figures
+    "smr": ("1", "2", "4a", "4b", "4c", "4d", "4e", "4f", "4g", "4h", "7a", "7b", "7c", "8", "fig2", "fig3-5"),
+    "pcae": ("PCAE-1", "PCAE-4", "PCAE-5", "analysis-figs"), "greenmim": ("GreenMIM-2", "greenmim-fig4"),
+    "maelite": ("MAELITE-5", "MAELITE-fig2", "analysis-figs"), "itpn": ("ITPN-1", "ITPN-3", "ITPN-fig5")}
+TIMING = ("1", "8", "PCAE-4", "ITPN-1")       # they time the code: one seed, one run at a time
+SEEDED = tuple(t for p in PAPERS.values() for t in p if t not in TIMING)   # the tables run with every seed
+
+def paper_tables(papers: str = "smr") -> tuple:
+    "`(tables whose experiments run, tables of the report)` for `papers` (`'all'` or comma-separated names of `PAPERS`), in `REPORT_TABLES` order."
+    names = list(PAPERS) if papers in ("all", None) else [p.strip() for p in papers.split(",") if p.strip()]
+    if not names or (bad := [p for p in names if p not in PAPERS]):
+        raise ValueError(f"--papers {papers!r}: name papers out of {', '.join(PAPERS)}, or all")
+    run = {t for p in names for t in PAPERS[p]}
+    shown = run | {t for p in names for t in PAPER_REPORT[p]}
+    return [t for t in REPORT_TABLES if t in run], [t for t in REPORT_TABLES if t in shown]
 
 def keep_teacher(runs_dir, checkpoint) -> Path:
     "Build the fixed toy teacher at `checkpoint` if it is missing; copy its record into `<runs_dir>/teachers/` (the runs keep what they used)."
@@ -276,19 +294,23 @@ def keep_teacher(runs_dir, checkpoint) -> Path:
     return ck
 
 @call_parse
-def main(run: str = ",".join(TINY_PAPER),  # tables whose experiments to run first (comma-separated; '' for none)
-         seeds: str = None,                 # seeds of 4f, 4e and fig2's runs and of the report's statistics (default 0,1,2 at tiny scale, 0 at paper)
+def main(papers: str = "smr",              # whose experiments run and whose tables are shown: smr, pcae, greenmim, maelite, itpn (comma-separated) or all
+         run: str = None,                   # instead: the tables whose experiments run (comma-separated; '' for none)
+         seeds: str = None,                 # seeds of the seeded tables' runs and of the report's statistics (default 0,1,2 at tiny scale, 0 at paper)
          runs_dir: str = "runs",            # where the runs are (runs/<scale>/<experiment>/<run_id>)
          out_dir: str = "reports/tiny",     # where the report goes
          scale: str = "tiny",               # tiny (this machine) or paper (report only: paper runs go through slurm/launch.py)
-         tables: str = "all",               # tables of the report
+         tables: str = None,                # tables of the report (default: the papers'; all: every table)
          html: bool = True):                # also write report.html
     """Run the tiny paper's experiments here (seed by seed: every table has its first seed before any has its second), then
     rebuild every table and figure into one folder. Each run computes on one thread (bit-repeatable on one machine), as many
     runs at a time as this process may use cores."""
     import os
     t0 = time.time()
-    todo = parse_tables(run) if run else []
+    try: ran, shown = paper_tables(papers)
+    except ValueError as e: raise SystemExit(f"error: {e}") from None
+    todo = parse_tables(run) if run else [] if run is not None else ran
+    tables = tables if tables is not None else ",".join(shown)
     try: seed_list = parse_seeds(seeds if seeds is not None else TINY_SEEDS if scale == "tiny" else str(TrainConfig.seed)) or [TrainConfig.seed]
     except ValueError as e: raise SystemExit(f"error: {e}") from None
     if todo and scale != "tiny": raise SystemExit("error: --run runs experiments on this machine, at --scale tiny only")

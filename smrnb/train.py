@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.tensorboard import SummaryWriter
 from .pretrain import PretrainConfig, Pretrainer
 from .targets import EMATeacher
 from .data import ManifestDataset, pretrain_transform, normalize_batch
@@ -21,7 +22,7 @@ from . import fsdp   # called as fsdp.shard_model etc. (the tests record those c
 # %% auto #0
 __all__ = ['RESUMABLE_KEYS', 'AMENDABLE_KEYS', 'TrainConfig', 'lr_at', 'EpochBatches', 'RunBatches', 'SeededDataset',
            'setup_distributed', 'atomic_save', 'atomic_write_text', 'read_json', 'load_checkpoint', 'model_state',
-           'load_model_state', 'RunLocked', 'describe_holder', 'RunDir', 'build_dataset', 'build_optimizer',
+           'load_model_state', 'RunLocked', 'describe_holder', 'RunDir', 'build_dataset', 'build_optimizer', 'EventLog',
            'SimulatedCrash', 'run_environment', 'train']
 
 # %% ../nbs/21_train.ipynb #c006
@@ -53,6 +54,7 @@ class TrainConfig(PretrainConfig):
     compile: bool = False                # torch.compile the model (the same run: not part of its id, may change on resume)
     grad_checkpointing: bool = False     # recompute the encoder's blocks in backward: less activation memory, same result
     fsdp: bool = False                   # shard params, grads and optimizer states over the processes (FSDP2; smrnb.fsdp): same result
+    tensorboard: bool = True             # also write the logged rows as TensorBoard events (<run_dir>/tb/; rank 0): `tensorboard --logdir runs/`
     accum_iter: int = 1                  # micro-batches per optimiser step: each process's batch in equal parts, gradients summed (the
                                          # same batch and lr in less activation memory; the launcher sets it when a batch does not fit)
 
@@ -257,7 +259,7 @@ def _set_rng_state(s):
     if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
 # %% ../nbs/21_train.ipynb #c020
-RESUMABLE_KEYS = {"epochs", "max_steps", "log_every", "ckpt_every", "num_workers", "device", "run_dir", "on_bad_image", "compile", "grad_checkpointing", "fsdp", "accum_iter"}
+RESUMABLE_KEYS = {"epochs", "max_steps", "log_every", "ckpt_every", "num_workers", "device", "run_dir", "on_bad_image", "compile", "grad_checkpointing", "fsdp", "accum_iter", "tensorboard"}
 AMENDABLE_KEYS = {"lr", "blr", "min_lr", "clip_grad", "warmup_epochs"}   # changeable on an explicit `amend` (a diverged run)
 
 class RunLocked(RuntimeError):
@@ -409,6 +411,19 @@ def build_optimizer(model, cfg: TrainConfig):
     fused = all(p.is_cuda for g in groups for p in g["params"])          # one kernel per step on CUDA
     return torch.optim.AdamW(groups, lr=cfg.peak_lr, betas=tuple(cfg.betas), fused=fused or None)
 
+# %% ../nbs/21_train.ipynb #6aad6115
+class EventLog:
+    "TensorBoard scalars of logged rows in `<folder>/tb/`: each number of a row (but the step's own key) under `<prefix>/<key>`; `purge_step` drops later events."
+    def __init__(self, folder, prefix: str, purge_step: int | None = None):
+        self.writer, self.prefix = SummaryWriter(str(Path(folder) / "tb"), purge_step=purge_step), prefix
+
+    def log(self, row: dict, step: int, step_key: str = "step") -> None:
+        for k, v in row.items():
+            if k != step_key and isinstance(v, (int, float)) and not isinstance(v, bool): self.writer.add_scalar(f"{self.prefix}/{k}", v, step)
+        self.writer.flush()                 # at log steps only: a killed run keeps what it logged
+
+    def close(self) -> None: self.writer.close()
+
 # %% ../nbs/21_train.ipynb #c024
 class SimulatedCrash(RuntimeError):
     "Raised by `train(..., crash_at_step=n)` to test resuming: the process 'dies' after step n."
@@ -530,6 +545,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     mean_t, std_t = (torch.tensor(v, dtype=torch.float32, device=dev) for v in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
     t_log, n_log, last_loss = time.time(), 0, float("nan")
+    tb = EventLog(run.path, "pretrain", purge_step=step + 1 if step else None) if cfg.tensorboard and rank == 0 else None
     model.train()
     loader = DataLoader(ds, batch_sampler=RunBatches(len(ds), bs, cfg.seed, step, total, steps_per_epoch, rank, world),
                         num_workers=cfg.num_workers, pin_memory=dev.type == "cuda", generator=torch.Generator())
@@ -560,7 +576,9 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
                     save(*pending); saved_step = pending[0]
                     if rank == 0 and pause_at_step == saved_step and start_step < saved_step: _pause(run.path, saved_step)
                     pending = None
-            if cfg.clip_grad: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            gn = None                            # the gradient norm, at log steps (and wherever it is clipped): no extra host sync
+            if cfg.clip_grad: gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            elif is_log and not cfg.fsdp: gn = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
             opt.step()
             model.after_step(step / total)   # the method's hook (an EMA teacher follows the student), before step += 1: in [0, 1)
             step += 1; n_log += imgs.shape[0] * world
@@ -570,9 +588,12 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
                 if bar is not None: bar.set_postfix(loss=f"{last_loss:.4f}")
                 if rank == 0:
                     now = time.time()
-                    run.log(dict(step=step, epoch=round(step / steps_per_epoch, 4), loss=last_loss, lr=lr,
-                                 images_per_s=n_log / max(now - t_log, 1e-9), peak_mem_mb=_peak_mem_mb(dev),
-                                 **{k: float(v) for k, v in parts.items()}))
+                    row = dict(step=step, epoch=round(step / steps_per_epoch, 4), loss=last_loss, lr=lr,
+                               images_per_s=n_log / max(now - t_log, 1e-9), peak_mem_mb=_peak_mem_mb(dev),
+                               **{k: float(v) for k, v in parts.items()},
+                               **({} if gn is None else {"grad_norm": float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)}))
+                    run.log(row)
+                    if tb is not None: tb.log(row, step)
                     t_log, n_log = now, 0
             due = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or (not cfg.ckpt_every and step % steps_per_epoch == 0)
             if due and step < total: pending = (step, _rng_state())
@@ -585,6 +606,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
         if world > 1: finite = finite.float(); dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if not bool(finite): raise FloatingPointError(f"the weights are not finite after the last step ({total}): not saved; {run.ckpt} (step {saved_step}) is the last good state")
         save(total, _rng_state())
+    if tb is not None: tb.close()
     summary = dict(steps=step, epochs=step / steps_per_epoch, final_loss=last_loss, world_size=world, **run_environment(dev),
                    method=cfg.method, arch=cfg.arch, schedule=model.cfg.schedule, target=model.cfg.target)
     if rank == 0: run.finish(summary)

@@ -106,3 +106,9 @@ def test_slurm_submits_evaluations_with_the_pretraining_resources(tmp_path, monk
         assert job.stage == "evaluate" and job.evaluate == "finetune" and job.eval_kw["batch_size"] == 1024
         assert {k: e.params[k] for k in PAPER} == PAPER
         assert e.params["slurm_additional_parameters"] == {"dependency": f"afterok:{ids[job.config['run_dir']]}"}
+
+
+def test_help_prints_its_description_once_with_two_examples():
+    r = run("--help")
+    assert r.returncode == 0 and r.stdout.count("Launch a paper experiment") == 1, r.stdout
+    assert r.stdout.count("python slurm/launch.py --exp") == 2 and "--variants" in r.stdout and "--allow-over-memory" in r.stdout

@@ -53,7 +53,8 @@ def eval_defaults(evaluate: str, scale: str) -> dict:
 
 def finetune_recipe_id(ft) -> str:
     "The folder name of a fine-tuning recipe's checkpoint under `<run>/finetune/`: 8 hex of the sha1 of its settings."
-    return hashlib.sha1(json.dumps(ft.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    d = {k: v for k, v in ft.to_dict().items() if k != "tensorboard"}   # where the events go does not change the recipe
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 def split_eval_kw(evaluate: str, kw: dict) -> tuple:
     "`(fine-tuning recipe, the evaluation's own settings)` of a fine-tuning evaluation's settings."

@@ -273,7 +273,7 @@ def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
         d = {**tb, **tiny_overrides(pb, pt / pp, dp, dt, pt + int(cls), cls)}
     return {**d, **v.at_scale.get(scale, {})}
 
-RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing", "fsdp", "accum_iter")   # keys that do not change what a run computes: not part of its id
+RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing", "fsdp", "accum_iter", "tensorboard")   # keys that do not change what a run computes: not part of its id
 
 RUN_ID_IF_SET = {"distill": {}, "encoder_kw": {}, "method_kw": {}}   # keys added after runs existed: at these (their default) values they stay out of the id, so older runs keep theirs
 
