@@ -38,7 +38,8 @@ def main(argv=None):
     p.add_argument("--cluster", default=None, choices=("slurm", "local", "debug"),
                    help="where the jobs run (default: local at --scale tiny; --scale paper must say: slurm, or local on purpose; "
                         "a paper-scale --dry-run without it plans for slurm)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (runs, configs, resources, job parameters); submit nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (one line per run, the totals); submit nothing")
+    p.add_argument("--verbose", action="store_true", help="with --dry-run: every job's config, resources, submitit parameters, batch, lr and memory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run (JSON or Python literals: 3, 1e-4, none, (0.9,0.95)); checked before anything runs")
     p.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE",
@@ -74,7 +75,8 @@ def main(argv=None):
         variants = [v.strip() for v in a.variants.split(",")] if a.variants is not None else None
         if a.status: L.status(a.exp, a.scale, overrides, a.runs_root, eval_overrides=evals, seeds=seeds, variants=variants); return 0
         L.launch(a.exp, a.scale, a.cluster, overrides, a.dry_run, a.runs_root, a.partition, a.parallel, amend=amend,
-                 gpu_mem_gb=a.gpu_mem_gb, eval_overrides=evals, seeds=seeds, variants=variants, allow_over_memory=a.allow_over_memory)
+                 gpu_mem_gb=a.gpu_mem_gb, eval_overrides=evals, seeds=seeds, variants=variants, allow_over_memory=a.allow_over_memory,
+                 verbose=a.verbose)
     except L.LaunchInterrupted as e:
         print(str(e), file=sys.stderr); return 130
     except KeyboardInterrupt:                      # before any job was started

@@ -310,7 +310,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
                                        finetune=ft.to_dict(), rng=rngs), ckpt)
 
     loss_sum, start_step = torch.full((), epoch_loss, device=dev), step
-    tb = EventLog(out_dir, "finetune", purge_step=len(hist) + 1 if hist else None) if ft.tensorboard and out_dir is not None and rank == 0 else None
+    tb = EventLog(out_dir, "finetune", hist, step_key="epoch") if ft.tensorboard and out_dir is not None and rank == 0 else None
     while step < total:
         epoch, start = divmod(step, spe)
         loader = DataLoader(ds, batch_sampler=EpochBatches(len(ds), per_rank, ft.seed, epoch, rank, world, start),
@@ -342,7 +342,7 @@ def finetune(encoder, train_ds, val_ds, num_classes: int, ft: FinetuneConfig | d
                 if step == total or (ft.eval_every and (step // spe) % ft.eval_every == 0):
                     row["val_acc"] = _dist_accuracy(net, val_ds, max(micro, 1), dev, rank, world, use_bf16, ft.num_workers); model.train()
                 hist.append(row)
-                if tb is not None: tb.log(row, row["epoch"], step_key="epoch")
+                if tb is not None: tb.log(row)
                 if rank == 0: print(f"fine-tuning epoch {row['epoch']}/{ft.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"), flush=True)
             if ckpt is not None and (step == total or (ft.ckpt_every and step % ft.ckpt_every == 0) or (not ft.ckpt_every and step % spe == 0)):
                 save()

@@ -5,6 +5,7 @@
 # %% ../nbs/29_jobplan.ipynb #c002
 from __future__ import annotations
 import functools, json, sys
+from tabulate import tabulate
 from dataclasses import asdict
 from pathlib import Path
 import torch
@@ -17,7 +18,8 @@ from .pretrain import Pretrainer
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['GPU_MEM_GB', 'BF16_ACT_BYTES', 'measured_act_per_image', 'act_memory', 'fit_accumulation', 'job_lines', 'print_plan']
+__all__ = ['GPU_MEM_GB', 'BF16_ACT_BYTES', 'measured_act_per_image', 'act_memory', 'fit_accumulation', 'job_lines',
+           'differing_keys', 'plan_table', 'print_plan']
 
 # %% ../nbs/29_jobplan.ipynb #c005
 GPU_MEM_GB = 80.0          # GPU memory the dry run checks against (H100 / A100 80GB), GiB
@@ -91,6 +93,7 @@ def _mem_line(r: dict, stage: str, per: int, p: dict, bf16: bool, gpu_mem_gb: fl
     b, what = act_memory(r["config"], per, stage, bf16)
     if b != b: return f"      activations: {what}"   # NaN: no estimate
     gib, unit = b / 2**30, "GPU" if p["gpus_per_node"] else "process"
+    r.setdefault("_mem", {})[stage] = gib                  # for the plan's one-line-per-run table
     line = f"      activations: ~{gib:.1f} GiB per {unit} ({per} images; {what}; {'bf16' if bf16 else 'fp32 (amp off)'})"
     if not p["gpus_per_node"]: return line + "; a CPU job: no GPU memory check"
     if gib > gpu_mem_gb: warnings.append(f"WARNING: {r['run_id']} {stage}: ~{gib:.1f} GiB of activations per GPU exceed the GPU's "
@@ -160,9 +163,43 @@ def job_lines(r: dict, cluster: str, params: dict, gpu_mem_gb: float = GPU_MEM_G
             lines.append(f"      {r['evaluate']}: {json.dumps(kw)}; not a training job, no activation estimate")
     return lines, warnings
 
-def print_plan(runs, cluster, params, file=sys.stdout, gpu_mem_gb: float = GPU_MEM_GB, notes=()):
-    """What would be submitted: runs, configs, and per job its resources, submitit/sbatch parameters, batch, peak lr and activation
-    memory; `notes` (e.g. missing files) before the last line, which counts the warnings."""
+def differing_keys(runs) -> list:
+    "Per run, `key=value` for the config keys whose values are not the same in every run of the plan (but run_dir)."
+    keys = sorted({k for r in runs for k in r["config"]} - {"run_dir"})
+    vary = [k for k in keys if len({json.dumps(r["config"].get(k), sort_keys=True) for r in runs}) > 1]
+    return [" ".join(f"{k}={json.dumps(r['config'].get(k), separators=(',', ':'))}" for k in vary) or "-" for r in runs]
+
+def plan_table(runs, cluster, params, gpu_mem_gb: float = GPU_MEM_GB) -> tuple:
+    "`(lines, warnings)`: one line per run (id, what differs from the others, stages, GPUs, time limit, memory estimate, state) and the totals."
+    gpus, warnings, rows, hours, jobs = params["nodes"] * params["gpus_per_node"], [], [], 0.0, 0
+    for r, diff in zip(runs, differing_keys(runs)):
+        stages, mem = [], ""
+        if r["state"] != "done":
+            _, w = job_lines(r, cluster, params, gpu_mem_gb); warnings += w
+            pre = not (Path(r["config"]["run_dir"]) / "done").exists() and not r["busy"]
+            stages = (["pretrain"] if pre else []) + ([r["evaluate"]] if r["evaluate"] != "none" and not r["busy"] else [])
+            m = r.get("_mem", {})
+            mem = " / ".join(f"{m[s]:.1f}" for s in ("pretrain", "finetune") if s in m) + (" GiB" if m else "")
+            if (acc := r["config"].get("accum_iter", 1)) > 1: mem += f" (accum_iter {acc})"
+            jobs += len(stages); hours += len(stages) * gpus * params["timeout_min"] / 60
+        rows.append([r["run_id"], diff, " -> ".join(stages) or "-", mem or "-", r["state"] + (f" ({r['busy']})" if r["busy"] else "")])
+    head = ["run", "differs", "jobs", f"activations per {'GPU' if gpus else 'process'}", "state"]
+    res = f"{_n(params['nodes'], 'node')} x {_n(params['gpus_per_node'], 'GPU') if params['gpus_per_node'] else 'no GPU'}, time limit {_hms(params['timeout_min'])}"
+    todo = sum(r["state"] != "done" for r in runs)
+    lines = [f"{len(runs)} runs, {todo} to launch on cluster={cluster}; every job: {res}", tabulate(rows, head, tablefmt="simple"),
+             f"totals: {todo} runs to launch, {_n(jobs, 'job')}" + (f", {hours:,.0f} GPU-hours requested (time limits x GPUs)" if gpus else "")]
+    return lines, warnings
+
+def print_plan(runs, cluster, params, file=sys.stdout, gpu_mem_gb: float = GPU_MEM_GB, notes=(), verbose: bool = False):
+    """What would be submitted: one line per run and the totals (`plan_table`); `verbose`: runs, configs, and per job its resources,
+    submitit/sbatch parameters, batch, peak lr and activation memory. `notes` (e.g. missing files) before the last line, which
+    counts the warnings."""
+    if not verbose:
+        lines, warnings = plan_table(runs, cluster, params, gpu_mem_gb)
+        for l in lines + warnings + list(notes): print(l, file=file)
+        print((f"{len(warnings)} WARNING(s): see above" if warnings else f"memory: every job's activation estimate fits {gpu_mem_gb:g} GiB per GPU")
+              + "; --verbose shows every job's config, resources, batch, lr and memory", file=file)
+        return
     todo = [r for r in runs if r["state"] != "done"]
     print(f"{len(runs)} runs, {len(todo)} to launch on cluster={cluster}; job parameters: {json.dumps(params)}", file=file)
     print(f"activation memory per GPU: an estimate from smrnb.complexity's analytic counts ({_BF16_NOTE}); pre-training counts the "

@@ -12,7 +12,8 @@ from .evaluations import EvalContext, check_eval_kw, eval_defaults, get_evaluati
 from .experiments import get_experiment, run_configs, check_amendments, _literal
 from .fsdp import check_fsdp
 from .methods.base import method_class
-from .jobplan import GPU_MEM_GB, fit_accumulation, job_lines, print_plan
+from .jobplan import GPU_MEM_GB, differing_keys, fit_accumulation, job_lines, print_plan
+from tabulate import tabulate
 from .runstate import _pid_alive, _proc_start, run_busy, run_state
 from .train import RunDir, RunLocked, atomic_write_text, describe_holder, TrainConfig, setup_distributed, train
 
@@ -300,7 +301,12 @@ def _submit_slurm(ex, todo: list, pre: list, post: list, params: dict, root: Pat
 def _run_here(ex, cluster: str, exp_name: str, todo: list, pre: list, post: list, parallel: int, root: Path, file) -> list:
     "local / debug: the runs one after the other (or `parallel` at a time), each evaluation after its pre-training; Ctrl-C cancels."
     pending, failures, in_flight, submitted = list(todo), [], [], []
-    local = cluster == "local"
+    local, n, t0, ended = cluster == "local", len(todo), time.time(), [0]
+    index = {r["run_id"]: i + 1 for i, r in enumerate(todo)}
+    def ends(r, what):                           # one line per run as it ends: its index, the time, an estimate of the time left
+        ended[0] += 1; spent = (time.time() - t0) / 60
+        left = f"; about {spent / ended[0] * (n - ended[0]):.0f} min left" if ended[0] < n else ""
+        print(f"[{index[r['run_id']]}/{n}] {r['run_id']}: {what} ({ended[0]} of {n} ended, {spent:.1f} min{left})", file=file, flush=True)
     def start(r, stage):
         with _sigint_ignored(local): j = ex.submit(_job(r, stage))
         in_flight.append(j); return j
@@ -320,17 +326,17 @@ def _run_here(ex, cluster: str, exp_name: str, todo: list, pre: list, post: list
                 for r in batch:
                     j = start(r, "pretrain") if r in pre else None
                     info = _launch_info(cluster, root, pretrain_job=j); record(r, info)
-                    print(f"{r['run_id']}: pre-train job {info['pretrain_job']} -> {r['config']['run_dir']}", file=file, flush=True)
+                    print(f"[{index[r['run_id']]}/{n}] {r['run_id']}: pre-train job {info['pretrain_job']} -> {r['config']['run_dir']}", file=file, flush=True)
                     jobs.append((r, j, info))
                 for r, j, info in jobs:
-                    if j is not None and finish(r, j, "pre-training")[1] is not None: continue
+                    if j is not None and finish(r, j, "pre-training")[1] is not None: ends(r, "pre-training failed"); continue
                     if r in post:
                         e = start(r, "evaluate")
                         info.update({k: v for k, v in _launch_info(cluster, root, eval_job=e).items() if k.startswith("eval_job")}); record(r, info)
                         res, why = finish(r, e, r["evaluate"])
-                        if why is not None: continue
+                        if why is not None: ends(r, f"{r['evaluate']} failed"); continue
                         print(f"{r['run_id']}: {r['evaluate']} {json.dumps(eval_summary(res))}", file=file, flush=True)
-                    submitted.append(dict(run_id=r["run_id"], **info))
+                    ends(r, "done"); submitted.append(dict(run_id=r["run_id"], **info))
         except KeyboardInterrupt:
             ids = _cancel(list(in_flight))
             raise LaunchInterrupted(f"interrupted: " + (f"cancelled job(s) {', '.join(ids)}; " if ids else "") +
@@ -343,7 +349,7 @@ def _run_here(ex, cluster: str, exp_name: str, todo: list, pre: list, post: list
 def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overrides: dict | None = None, dry_run: bool = False,
            runs_root: str | None = None, partition: str | None = None, parallel: int = 1, wait: bool | None = None, file=sys.stdout,
            amend: dict | None = None, gpu_mem_gb: float = GPU_MEM_GB, eval_overrides: dict | None = None, seeds=None,
-           variants=None, allow_over_memory: bool = False) -> list:
+           variants=None, allow_over_memory: bool = False, verbose: bool = False) -> list:
     """Submit the experiment's runs that are not done and not busy (`cluster`: see `choose_cluster`); returns the submitted jobs as dicts.
     A GPU pre-training whose activations would exceed `gpu_mem_gb` accumulates gradients over micro-batches that fit (unless
     `accum_iter` is set); a plan that still does not fit is refused unless `allow_over_memory`."""
@@ -362,7 +368,7 @@ def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overr
     msg = "files the runs read are missing:\n  " + "\n  ".join(missing) + f"\n{MISSING_HINT}"
     if missing and not dry_run: raise FileNotFoundError(msg + "\nnothing was submitted")
     if dry_run:
-        print_plan(runs, cluster, params, file, gpu_mem_gb, [f"note: a launch from this machine refuses to start: {msg}"] if missing else [])
+        print_plan(runs, cluster, params, file, gpu_mem_gb, [f"note: a launch from this machine refuses to start: {msg}"] if missing else [], verbose)
         return []
     todo = []
     for r in runs:
@@ -386,7 +392,8 @@ def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overr
 
 def status(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, file=sys.stdout,
            eval_overrides: dict | None = None, seeds=None, variants=None) -> list:
-    "Print and return each run's state."
+    "Print (one line per run: id, what differs from the other runs, state, detail such as its last step) and return each run's state."
     runs = plan(exp_name, scale, overrides, runs_root, eval_overrides=eval_overrides, seeds=seeds, variants=variants)
-    for r in runs: print(f"{r['run_id']:28s} {r['state']:13s} {r['detail']}", file=file)
+    rows = [[r["run_id"], r["state"], d, r["detail"] or "-"] for r, d in zip(runs, differing_keys(runs))]
+    print(tabulate(rows, ["run", "state", "differs", "detail"], tablefmt="simple"), file=file)   # two header lines, then a run per line
     return runs

@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_train.ipynb #c003
 from __future__ import annotations
-import difflib, errno, fcntl, json, math, os, platform, random, resource, signal, socket, sys, time
+import difflib, errno, fcntl, json, math, os, platform, random, resource, shutil, signal, socket, sys, time
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
@@ -384,6 +384,17 @@ class RunDir:
         if len(keep) != len(lines): atomic_write_text(f, "".join(l + "\n" for l in keep))
         return len(lines) - len(keep)
 
+    def metrics_rows(self) -> list:
+        "The rows of `metrics.jsonl` (complete JSON objects with a step), in order; [] without the file."
+        f = self.path / "metrics.jsonl"
+        if not f.exists(): return []
+        rows = []
+        for l in f.read_bytes().decode("utf-8", errors="replace").splitlines():
+            try: r = json.loads(l)
+            except ValueError: continue
+            if isinstance(r, dict) and isinstance(r.get("step"), int): rows.append(r)
+        return rows
+
     def finish(self, summary: dict):
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=1))
         atomic_write_text(self.path / "done", time.strftime("%Y-%m-%d %H:%M:%S") + "\n")
@@ -413,14 +424,21 @@ def build_optimizer(model, cfg: TrainConfig):
 
 # %% ../nbs/21_train.ipynb #6aad6115
 class EventLog:
-    "TensorBoard scalars of logged rows in `<folder>/tb/`: each number of a row (but the step's own key) under `<prefix>/<key>`; `purge_step` drops later events."
-    def __init__(self, folder, prefix: str, purge_step: int | None = None):
-        self.writer, self.prefix = SummaryWriter(str(Path(folder) / "tb"), purge_step=purge_step), prefix
+    """TensorBoard scalars of logged rows in `<folder>/tb/`: each number of a row (but its `step_key`) under `<prefix>/<key>`.
+    It starts from the rows logged so far (`rows`: a resumed run's trimmed metrics), rewritten into fresh event files, so the
+    events are always the log's rows, whatever a killed attempt wrote (no reliance on the order of event files)."""
+    def __init__(self, folder, prefix: str, rows=(), step_key: str = "step"):
+        tb = Path(folder) / "tb"
+        if tb.is_dir(): shutil.rmtree(tb)
+        self.writer, self.prefix, self.step_key = SummaryWriter(str(tb)), prefix, step_key
+        for row in rows: self.log(row, flush=False)
+        self.writer.flush()
 
-    def log(self, row: dict, step: int, step_key: str = "step") -> None:
+    def log(self, row: dict, flush: bool = True) -> None:
         for k, v in row.items():
-            if k != step_key and isinstance(v, (int, float)) and not isinstance(v, bool): self.writer.add_scalar(f"{self.prefix}/{k}", v, step)
-        self.writer.flush()                 # at log steps only: a killed run keeps what it logged
+            if k != self.step_key and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.writer.add_scalar(f"{self.prefix}/{k}", v, row[self.step_key])
+        if flush: self.writer.flush()       # at log steps only: a killed run keeps what it logged
 
     def close(self) -> None: self.writer.close()
 
@@ -545,7 +563,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     mean_t, std_t = (torch.tensor(v, dtype=torch.float32, device=dev) for v in (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD))
     t_log, n_log, last_loss = time.time(), 0, float("nan")
-    tb = EventLog(run.path, "pretrain", purge_step=step + 1 if step else None) if cfg.tensorboard and rank == 0 else None
+    tb = EventLog(run.path, "pretrain", run.metrics_rows()) if cfg.tensorboard and rank == 0 else None   # the rows kept so far, then the new ones
     model.train()
     loader = DataLoader(ds, batch_sampler=RunBatches(len(ds), bs, cfg.seed, step, total, steps_per_epoch, rank, world),
                         num_workers=cfg.num_workers, pin_memory=dev.type == "cuda", generator=torch.Generator())
@@ -593,7 +611,7 @@ def _train(cfg, run, rank, world, dev, crash_at_step, progress, amend, pause_at_
                                **{k: float(v) for k, v in parts.items()},
                                **({} if gn is None else {"grad_norm": float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)}))
                     run.log(row)
-                    if tb is not None: tb.log(row, step)
+                    if tb is not None: tb.log(row)
                     t_log, n_log = now, 0
             due = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or (not cfg.ckpt_every and step % steps_per_epoch == 0)
             if due and step < total: pending = (step, _rng_state())

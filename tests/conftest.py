@@ -11,6 +11,11 @@ def run(*args, cwd=None, timeout=900):
     return subprocess.run(LAUNCH + list(args), capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
+def status_rows(stdout: str) -> list:
+    "The run lines of `--status` (a table: two header lines, then one run per line: id, state, what differs, detail)."
+    return [l for l in stdout.splitlines()[2:] if l.strip()]
+
+
 def tiny_sets(toy):
     "--set arguments that make a tiny experiment run in seconds on the given toy set."
     return ["--set", f"data_root={toy}", "--set", "epochs=1", "--set", "batch_size=32", "--set", "warmup_epochs=1"]

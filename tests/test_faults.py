@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import LAUNCH, ROOT, run, tiny_sets, wait_for, paused_pid
+from conftest import LAUNCH, ROOT, run, status_rows, tiny_sets, wait_for, paused_pid
 from smrnb.launch import run_state
 from smrnb.tiny import tiny_config
 from smrnb.train import RunDir, RunLocked, load_checkpoint, train
@@ -96,7 +96,7 @@ def test_signal_to_local_launcher_cancels_its_jobs(tmp_path, toy, how):
     assert state == "interrupted" and "has ended" in detail and "resumes" in detail, (state, detail)
     r = run(*args)                                   # again, without the pause: resumes and finishes
     assert r.returncode == 0, r.stdout + r.stderr
-    st = run("--status", *[a for a in args if a not in ("--cluster", "local")]).stdout.splitlines()
+    st = status_rows(run("--status", *[a for a in args if a not in ("--cluster", "local")]).stdout)
     assert len(st) == 2 and all(l.split()[1] == "done" for l in st), st
     log = "".join(f.read_text() for f in (tmp_path / "_submitit").rglob("*.out"))
     assert f"resuming {run_dir} from step 2" in log
@@ -122,13 +122,13 @@ def test_failure_record_kept_until_a_new_attempt_starts(tmp_path, toy, monkeypat
                                        ("batch_size=0", "batch_size must be an integer >= 1"), ("epochs=0", "epochs must be an integer >= 1"),
                                        ("betas=(0.9,1.5)", "betas must be two numbers in [0, 1)"), ("clip_grad=abc", "clip_grad must be a number or none")])
 def test_bad_set_values_fail_the_plan(value, msg, tmp_path):
-    r = run("--exp", "smr_ablation_4f", "--dry-run", "--runs-root", str(tmp_path), "--set", value)
+    r = run("--exp", "smr_ablation_4f", "--dry-run", "--verbose", "--runs-root", str(tmp_path), "--set", value)
     assert r.returncode == 2 and msg in r.stderr and value.split("=")[0] in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_python_tuple_in_set_is_a_tuple(tmp_path):
-    r = run("--exp", "smr_ablation_4f", "--dry-run", "--runs-root", str(tmp_path), "--set", "betas=(0.9,0.95)")
+    r = run("--exp", "smr_ablation_4f", "--dry-run", "--verbose", "--runs-root", str(tmp_path), "--set", "betas=(0.9,0.95)")
     assert r.returncode == 0 and '"betas": [0.9, 0.95]' in r.stdout, r.stderr
 
 
@@ -162,13 +162,13 @@ def test_divergence_keeps_the_last_good_checkpoint_and_resumes_when_amended(tmp_
 
 def test_launcher_amend_keeps_the_run_id(tmp_path, toy):
     base = ["--exp", "smr_table8", "--runs-root", str(tmp_path), *tiny_sets(toy)]
-    before = {l.split()[0] for l in run(*base, "--status").stdout.splitlines()}
+    before = {l.split()[0] for l in status_rows(run(*base, "--status").stdout)}
     r = run(*base, "--cluster", "debug", "--amend", "lr=1e-4")
     assert r.returncode == 0, r.stdout + r.stderr
-    after = run(*base, "--status").stdout.splitlines()
+    after = status_rows(run(*base, "--status").stdout)
     assert {l.split()[0] for l in after} == before and all(l.split()[1] == "done" for l in after)
     for f in tmp_path.glob("tiny/smr_table8/*/config.json"): assert json.loads(f.read_text())["config"]["lr"] == 1e-4
-    r = run(*base, "--dry-run", "--amend", "epochs=5")
+    r = run(*base, "--dry-run", "--verbose", "--amend", "epochs=5")
     assert r.returncode == 2 and "only blr, clip_grad, lr, min_lr, warmup_epochs" in r.stderr
 
 

@@ -1,18 +1,18 @@
 """slurm/launch.py end to end on this machine (no SLURM): plan, debug/local runs, status, skipping, errors, requeue."""
-import json, shutil, subprocess, sys
+import json, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
 
-from conftest import run, tiny_sets
+from conftest import run, status_rows, tiny_sets
 
 
 def test_list_and_errors():
     r = run("--list")
     assert r.returncode == 0 and "smr_ablation_4f" in r.stdout and "smr_table2" in r.stdout
-    r = run("--exp", "smr_ablation_4z", "--dry-run")
+    r = run("--exp", "smr_ablation_4z", "--dry-run", "--verbose")
     assert r.returncode == 2 and "smr_ablation_4f" in r.stderr          # close names listed
-    r = run("--exp", "smr_ablation_4f", "--dry-run", "--set", "epoch=3")
+    r = run("--exp", "smr_ablation_4f", "--dry-run", "--verbose", "--set", "epoch=3")
     assert r.returncode == 2 and "epochs" in r.stderr                   # valid keys listed
     if shutil.which("sbatch") is None:
         r = run("--exp", "smr_ablation_4f", "--cluster", "slurm", "--runs-root", "/tmp/smrnb-nosbatch")
@@ -20,7 +20,7 @@ def test_list_and_errors():
 
 
 def test_paper_dry_run_prints_a_plan():
-    r = run("--exp", "smr_ablation_4f", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", "/tmp/smrnb-plan")
+    r = run("--exp", "smr_ablation_4f", "--scale", "paper", "--dry-run", "--verbose", "--cluster", "slurm", "--runs-root", "/tmp/smrnb-plan")
     assert r.returncode == 0, r.stderr
     assert "not launched" in r.stdout and "gpus_per_node" in r.stdout and "imagenet" in r.stdout.lower()
 
@@ -29,8 +29,11 @@ def test_debug_cluster_runs_evaluates_skips(tmp_path, toy):
     args = ["--exp", "smr_ablation_4f", "--scale", "tiny", "--cluster", "debug", "--runs-root", str(tmp_path)] + tiny_sets(toy)
     r = run(*args)
     assert r.returncode == 0, r.stdout + r.stderr
+    # one line per run as it starts and as it ends: its index of the total, the time so far, an estimate of the time left
+    assert re.search(r"^\[1/5\] k15x4-\w+: pre-train job", r.stdout, re.M) and "(1 of 5 ended, " in r.stdout, r.stdout
+    assert re.search(r"\(4 of 5 ended, [\d.]+ min; about \d+ min left\)", r.stdout) and re.search(r"^\[5/5\] k35x4-\w+: done \(5 of 5 ended, [\d.]+ min\)$", r.stdout, re.M), r.stdout
     st = run("--exp", "smr_ablation_4f", "--status", "--runs-root", str(tmp_path), *tiny_sets(toy))
-    lines = [l for l in st.stdout.splitlines() if l.strip()]
+    lines = status_rows(st.stdout)
     assert lines and all(l.split()[1] == "done" for l in lines), st.stdout
     evals = list(tmp_path.glob("tiny/smr_ablation_4f/*/eval.json"))
     assert len(evals) == len(lines)
@@ -88,7 +91,7 @@ def test_hierarchical_rows_and_greenmim_run_through_the_launcher(tmp_path, toy):
     assert c["encoder_kw"] == {"fuse": True} and c["init"] == "mae"      # ConvMAE pre-trains with its multi-scale fusion
     c = json.loads(next(tmp_path.glob("tiny/smr_table2/hivit_smr300-*/config.json")).read_text())["config"]
     assert c["schedule"] == "1-2:17-16"              # 25x4 in blocks 1-4 of 24 -> blocks 1-2 of 12, 100 x 64/196 tokens
-    r = run("--exp", "greenmim_swin", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    r = run("--exp", "greenmim_swin", "--scale", "paper", "--dry-run", "--verbose", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
     assert r.returncode == 0 and "layer decay 0.9" in r.stdout and "swin_base" in r.stdout, r.stdout + r.stderr
 
 
@@ -120,7 +123,7 @@ def test_pcae_and_maelite_run_through_the_launcher(tmp_path, toy):
     (d,) = tmp_path.glob("tiny/maelite_dmae/dmae_tiny-*")
     sd = torch.load(next((d / "checkpoints").glob("*.pt")), map_location="cpu", weights_only=False)["model"]
     assert not any(k.startswith("distill.teacher.") for k in sd) and any(k.startswith("distill.mixers.") for k in sd)
-    r = run("--exp", "maelite_dmae", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    r = run("--exp", "maelite_dmae", "--scale", "paper", "--dry-run", "--verbose", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
     assert r.returncode == 0 and "vit_tiny" in r.stdout and "layer decay 0.85" in r.stdout, r.stdout + r.stderr
 
 
@@ -143,9 +146,9 @@ def test_pcae_token_dropping_runs_through_the_launcher(tmp_path, toy):
     assert df.loc["top1_drop", "ours"] == ev["top1_drop"] and df.loc["top1_drop", "ours_metric"] == "top1_drop", df   # (state: "older config",
     # since --set moved the data)
     assert df.loc["throughput_gain", "ours"] == ev["throughput_gain"] and df.loc["throughput_gain", "paper"] == 88, df
-    r = run("--exp", "pcae_dropping", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    r = run("--exp", "pcae_dropping", "--scale", "paper", "--dry-run", "--verbose", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
     assert r.returncode == 0 and "token dropping: fine-tuned twice" in r.stdout and "RPE off" in r.stdout, r.stdout + r.stderr
-    r = run("--exp", "pcae_dropping", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--eval-set", "rpe=true")
+    r = run("--exp", "pcae_dropping", "--scale", "tiny", "--dry-run", "--verbose", "--runs-root", str(tmp_path / "plan"), "--eval-set", "rpe=true")
     assert r.returncode != 0 and "rpe=False" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
@@ -163,9 +166,9 @@ def test_maelite_layer_reservation_runs_through_the_launcher(tmp_path, toy):
     assert sorted(p.parent.name.split("-")[-1] for p in (d / "finetune").glob("*/last.pt")) == ["reserve0", "reserve6"]
     rf = reserved_frame(tmp_path, "tiny")
     assert list(rf.layers) == [0, 6] and list(rf.top1) == [100 * ev["reserved"]["0"], 100 * ev["reserved"]["6"]], rf
-    r = run("--exp", "maelite_fig2", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    r = run("--exp", "maelite_fig2", "--scale", "paper", "--dry-run", "--verbose", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
     assert r.returncode == 0 and "layer reservation: fine-tuned 7 times" in r.stdout and "layer decay 0.85" in r.stdout, r.stdout + r.stderr
-    r = run("--exp", "maelite_fig2", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--eval-set", "reserve=3")
+    r = run("--exp", "maelite_fig2", "--scale", "tiny", "--dry-run", "--verbose", "--runs-root", str(tmp_path / "plan"), "--eval-set", "reserve=3")
     assert r.returncode != 0 and "reserve=3" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
@@ -181,7 +184,7 @@ def test_itpn_mfm_runs_through_the_launcher(tmp_path, toy):
         rows = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
         assert rows and all(abs(x["loss"] - x["pixel"] - 0.3 * x["feature"]) < 1e-3 * max(1, x["loss"]) for x in rows), rows
         assert 0 <= json.loads((d / "eval.json").read_text())["linear_probe"] <= 1
-    r = run("--exp", "itpn_mfm", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    r = run("--exp", "itpn_mfm", "--scale", "paper", "--dry-run", "--verbose", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
     assert r.returncode == 0 and "itpn_base" in r.stdout, r.stdout + r.stderr
 
 
@@ -206,11 +209,11 @@ def test_itpn_speed_runs_through_the_launcher(tmp_path, toy):
     assert df.loc["speedup_m40", "ours"] == ev["speedup"]["m40"] and df.loc["speedup_m40", "paper"] == 27, df
     af = acceleration_frame(tmp_path, "tiny").set_index("setting")
     assert af.loc["m40", "top1"] == 100 * ev["top1"]["m40"] and af.loc["base", "speedup"] == 0, af
-    r = run("--exp", "itpn_speed", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    r = run("--exp", "itpn_speed", "--scale", "paper", "--dry-run", "--verbose", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
     assert r.returncode == 0 and "fast_itpn_base" in r.stdout and "acceleration: fine-tuned once" in r.stdout, r.stdout + r.stderr
-    r = run("--exp", "itpn_speed", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--eval-set", 'settings=["m10","m50"]')
+    r = run("--exp", "itpn_speed", "--scale", "tiny", "--dry-run", "--verbose", "--runs-root", str(tmp_path / "plan"), "--eval-set", 'settings=["m10","m50"]')
     assert r.returncode != 0 and "settings=" in r.stdout + r.stderr and "m40_gather" in r.stdout + r.stderr, r.stdout + r.stderr
-    r = run("--exp", "itpn_speed", "--scale", "tiny", "--dry-run", "--runs-root", str(tmp_path / "plan"), "--set", "arch=toy",
+    r = run("--exp", "itpn_speed", "--scale", "tiny", "--dry-run", "--verbose", "--runs-root", str(tmp_path / "plan"), "--set", "arch=toy",
             "--set", "method=mae", "--set", "target=pixel", "--set", "target_kw={}")   # a ViT run: refused before any job
     assert r.returncode != 0 and "needs an iTPN" in r.stdout + r.stderr, r.stdout + r.stderr
 
@@ -231,5 +234,5 @@ def test_itpn_table1_counts_the_fine_tuning_models(tmp_path, toy):
     df = report_table("itpn_table1", tmp_path, "tiny").set_index(["variant", "metric"])
     assert df.loc[("base", "params_m"), "ours"] == want["params_m"] and df.loc[("base", "params_m"), "paper"] == 79, df
     assert df.loc[("large", "classifier_gmacs"), "paper"] == 61.2 and df.loc[("large", "classifier_gmacs"), "ours"] == want["gmacs"], df
-    r = run("--exp", "itpn_table1", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
+    r = run("--exp", "itpn_table1", "--scale", "paper", "--dry-run", "--verbose", "--cluster", "slurm", "--runs-root", str(tmp_path / "plan"))
     assert r.returncode == 0 and "itpn_large" in r.stdout and "complexity" in r.stdout, r.stdout + r.stderr

@@ -14,7 +14,7 @@ T2 = len(EXPERIMENTS["smr_table2"].variants)   # Table 2's rows: ViT-B, HiViT-B,
 
 
 def _dry(tmp_path, *more):
-    r = run("--exp", "smr_table2", "--scale", "paper", "--dry-run", "--runs-root", str(tmp_path), *more)
+    r = run("--exp", "smr_table2", "--scale", "paper", "--dry-run", "--verbose", "--runs-root", str(tmp_path), *more)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
@@ -77,7 +77,7 @@ def test_paper_scale_needs_an_explicit_cluster(tmp_path):
     out = _dry(tmp_path)                                                    # a dry run plans for slurm, and says so first
     first, second = out.splitlines()[:2]
     assert "showing the plan for --cluster slurm" in first and "cluster=slurm" in second and '"mem_gb": 480' in second
-    tiny = run("--exp", "smr_table2", "--dry-run", "--runs-root", str(tmp_path))   # tiny scale: local stays the default
+    tiny = run("--exp", "smr_table2", "--dry-run", "--verbose", "--runs-root", str(tmp_path))   # tiny scale: local stays the default
     assert tiny.returncode == 0 and tiny.stdout.splitlines()[0].startswith(f"{T2} runs, {T2} to launch on cluster=local"), tiny.stdout
 
 
@@ -112,3 +112,14 @@ def test_help_prints_its_description_once_with_two_examples():
     r = run("--help")
     assert r.returncode == 0 and r.stdout.count("Launch a paper experiment") == 1, r.stdout
     assert r.stdout.count("python slurm/launch.py --exp") == 2 and "--variants" in r.stdout and "--allow-over-memory" in r.stdout
+
+
+def test_the_paper_dry_run_fits_on_one_screen(tmp_path):
+    "One line per run (what differs, its jobs, the memory estimate, its state) and the totals; the full plan with --verbose."
+    r = run("--exp", "smr_ablation_4f", "--scale", "paper", "--dry-run", "--cluster", "slurm", "--runs-root", str(tmp_path))
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) < 40, r.stdout
+    rows = [l for l in lines if l.startswith("k")]
+    assert len(rows) == 5 and all("pretrain -> finetune" in l and "not launched" in l and " GiB" in l for l in rows), r.stdout
+    assert 'schedule="15x4"' in rows[0] and "config:" not in r.stdout
+    assert "totals: 5 runs to launch, 10 jobs, 5,760 GPU-hours requested" in r.stdout and "--verbose shows" in lines[-1]

@@ -8,7 +8,7 @@ from conftest import run
 
 def _refused(tmp_path, *args, expect: str, dry: bool | None = True):
     "`dry`: a dry run, a local launch (False), or the launch `args` name (None)."
-    r = run(*args, "--runs-root", str(tmp_path), *({True: ["--dry-run"], False: ["--cluster", "local"], None: []}[dry]))
+    r = run(*args, "--runs-root", str(tmp_path), *({True: ["--dry-run", "--verbose"], False: ["--cluster", "local"], None: []}[dry]))
     assert r.returncode == 2 and expect in r.stderr, r.stdout + r.stderr
     assert not any(tmp_path.iterdir()), sorted(p.name for p in tmp_path.rglob("*"))     # no run folder, no job folder
     return r.stderr
@@ -39,7 +39,7 @@ def test_a_set_that_fits_some_variants_names_them(tmp_path):
     err = _refused(tmp_path, "--exp", "pcae_throughput", "--set", 'target_kw={"keep": 0.3}',
                    expect="does not fit variant(s) mae")
     assert "It fits pcae: add --variants pcae" in err and "TypeError" not in err
-    r = run("--exp", "pcae_throughput", "--set", 'target_kw={"keep": 0.3}', "--variants", "pcae", "--dry-run", "--runs-root", str(tmp_path))
+    r = run("--exp", "pcae_throughput", "--set", 'target_kw={"keep": 0.3}', "--variants", "pcae", "--dry-run", "--verbose", "--runs-root", str(tmp_path))
     assert r.returncode == 0 and '"keep": 0.3' in r.stdout and "- mae-" not in r.stdout, r.stdout + r.stderr
     _refused(tmp_path, "--exp", "pcae_throughput", "--variants", "pcae,nope", expect="name distinct variants of pcae_throughput: mae, pcae")
 
@@ -53,7 +53,7 @@ def test_a_missing_teacher_file_is_refused_before_any_job(tmp_path, monkeypatch)
     monkeypatch.setenv("SMRNB_TEACHER_DIR", str(tmp_path / "no-teachers"))    # the toy teacher D-MAE distils from: absent
     runs = tmp_path / "runs"; runs.mkdir()
     _refused(runs, "--exp", "maelite_dmae", expect="distill checkpoint (the D-MAE teacher)", dry=False)
-    r = run("--exp", "maelite_dmae", "--dry-run", "--runs-root", str(runs))     # the dry run says so, and plans
+    r = run("--exp", "maelite_dmae", "--dry-run", "--verbose", "--runs-root", str(runs))     # the dry run says so, and plans
     assert r.returncode == 0 and "a launch from this machine refuses to start" in r.stdout and "python -m smrnb.teacher" in r.stdout
 
 
@@ -76,7 +76,7 @@ def test_every_registered_paper_plan_fits_its_gpus(tmp_path):
 
 
 def test_a_plan_that_does_not_fit_is_refused_unless_allowed(tmp_path):
-    r = run("--exp", "itpn_mfm", "--scale", "paper", "--cluster", "slurm", "--dry-run", "--runs-root", str(tmp_path))
+    r = run("--exp", "itpn_mfm", "--scale", "paper", "--cluster", "slurm", "--dry-run", "--verbose", "--runs-root", str(tmp_path))
     assert r.returncode == 0 and "accumulating 2 micro-batches of 256 (accum_iter 2; the same batch 4096 and peak lr)" in r.stdout, r.stdout
     assert "accum_iter 2 (micro-batch 256)" in r.stdout and "WARNING" not in r.stdout
     err = _refused(tmp_path, "--exp", "itpn_mfm", "--scale", "paper", "--cluster", "slurm", "--set", "accum_iter=1",

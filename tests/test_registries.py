@@ -93,7 +93,7 @@ def test_the_new_files_are_registered(repo_copy):
 
 def test_the_new_evaluation_checks_its_settings_in_the_plan(repo_copy):
     root, env = repo_copy
-    r = run(root, env, "slurm/launch.py", "--exp", "toy_new_paper", "--eval-set", "trainable=3", "--dry-run")
+    r = run(root, env, "slurm/launch.py", "--exp", "toy_new_paper", "--eval-set", "trainable=3", "--dry-run", "--verbose")
     assert r.returncode != 0 and "--eval-set trainable: true or false" in r.stdout + r.stderr, r.stdout + r.stderr
     r = run(root, env, "slurm/launch.py", "--list")
     assert r.returncode == 0 and "toy_new_paper" in r.stdout, r.stdout + r.stderr

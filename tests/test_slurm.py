@@ -4,7 +4,7 @@ import json, re, shutil, subprocess, time
 from pathlib import Path
 import pytest
 import torch
-from conftest import run, tiny_sets
+from conftest import run, status_rows, tiny_sets
 
 def _no_slurm() -> str:
     "Why the real-SLURM tests cannot run here ('' when a controller answers)."
@@ -23,7 +23,7 @@ def wait_all_done(exp, runs_root, toy, limit_s=900):
     t0 = time.time()
     while time.time() - t0 < limit_s:
         st = run("--exp", exp, "--status", "--runs-root", str(runs_root), *tiny_sets(toy))
-        lines = [l for l in st.stdout.splitlines() if l.strip()]
+        lines = status_rows(st.stdout)
         if lines and all(l.split()[1] == "done" for l in lines): return lines
         assert not any(l.split()[1] == "failed" for l in lines), st.stdout
         time.sleep(3)
