@@ -184,13 +184,15 @@ def plan(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs
     return runs
 
 def missing_files(runs) -> list:
-    "`run_id: what path` for each file a run still to pre-train reads and this machine lacks (its teacher checkpoints: `Pretrainer.files`)."
-    out = []
+    """`what path (run ids)` for each file that runs still to pre-train read and this machine lacks (their teacher checkpoints:
+    `Pretrainer.files`), one line per file."""
+    need = {}
     for r in runs:
         if r["state"] == "done" or (Path(r["config"]["run_dir"]) / "done").exists(): continue   # pre-trained: its teacher is not read again
         c = TrainConfig.from_dict(r["config"]).resolved()
-        out += [f"{r['run_id']}: {what} {p}" for what, p in method_class(c.method).files(c.to_dict()) if not Path(p).is_file()]
-    return out
+        for what, p in method_class(c.method).files(c.to_dict()):
+            if not Path(p).is_file(): need.setdefault((what, str(p)), []).append(r["run_id"])
+    return [f"{what} {p} ({len(ids)} run{'s' * (len(ids) > 1)}: {', '.join(ids)})" for (what, p), ids in need.items()]
 
 MISSING_HINT = ("teacher files are built by the code, never downloaded: the tiny paper's toy teacher with `python -m smrnb.teacher`, "
                 "an MAE or CLIP teacher from its released weights with smrnb.teacher.export_teacher / a local open_clip checkpoint")

@@ -96,7 +96,7 @@ def test_slurm_submits_evaluations_with_the_pretraining_resources(tmp_path, monk
     monkeypatch.setattr(L, "make_executor", lambda cluster, folder, params: FakeExecutor(params))
     monkeypatch.chdir(tmp_path)            # the CLIP teachers the plan checks for, as files of this "cluster" (empty: never read here)
     for line in L.missing_files(L.plan("smr_table2", "paper", runs_root=str(tmp_path))):
-        f = tmp_path / line.rsplit(" ", 1)[1]; f.parent.mkdir(parents=True, exist_ok=True); f.touch()
+        f = tmp_path / re.search(r" (\S+) \(\d+ runs?: ", line)[1]; f.parent.mkdir(parents=True, exist_ok=True); f.touch()
     L.launch("smr_table2", "paper", "slurm", runs_root=str(tmp_path), file=io.StringIO())
     pre, evals = made[0], made[1:]
     assert [j.stage for j, _ in pre.jobs] == ["pretrain"] * T2 and len(evals) == T2
