@@ -18,8 +18,8 @@ from .pretrain import Pretrainer
 from .train import TrainConfig
 
 # %% auto #0
-__all__ = ['GPU_MEM_GB', 'BF16_ACT_BYTES', 'measured_act_per_image', 'act_memory', 'fit_accumulation', 'job_lines',
-           'differing_keys', 'plan_table', 'print_plan']
+__all__ = ['GPU_MEM_GB', 'BF16_ACT_BYTES', 'measured_act_per_image', 'act_memory', 'needs_pretraining', 'fit_accumulation',
+           'job_lines', 'differing_keys', 'plan_table', 'print_plan']
 
 # %% ../nbs/29_jobplan.ipynb #c005
 GPU_MEM_GB = 80.0          # GPU memory the dry run checks against (H100 / A100 80GB), GiB
@@ -100,6 +100,10 @@ def _mem_line(r: dict, stage: str, per: int, p: dict, bf16: bool, gpu_mem_gb: fl
                                          f"{gpu_mem_gb:g} GiB (--gpu-mem-gb), before weights and optimizer states: {fix}")
     return line + f" of {gpu_mem_gb:g} GiB"
 
+def needs_pretraining(r: dict) -> bool:
+    "Whether planned run `r` still has a pre-training to do (not done, and no `done` file in its run directory)."
+    return r["state"] != "done" and not (Path(r["config"]["run_dir"]) / "done").exists()
+
 def fit_accumulation(runs, params: dict, gpu_mem_gb: float = GPU_MEM_GB) -> int:
     """Give each GPU pre-training run still to do whose activation estimate exceeds `gpu_mem_gb` the fewest micro-batches
     (`accum_iter`, dividing the batch per GPU) that fit: the same batch and learning rate, one optimiser step per batch. Sets
@@ -107,7 +111,7 @@ def fit_accumulation(runs, params: dict, gpu_mem_gb: float = GPU_MEM_GB) -> int:
     if not params["gpus_per_node"]: return 0
     world, n = params["nodes"] * params["tasks_per_node"], 0
     for r in runs:
-        if r["state"] == "done" or (Path(r["config"]["run_dir"]) / "done").exists(): continue
+        if not needs_pretraining(r): continue
         cfg = TrainConfig.from_dict(r["config"])
         per, bf16 = cfg.batch_size // world, uses_bf16(cfg.amp, True)
         gib = lambda a: act_memory(r["config"], per // a, "pretrain", bf16)[0] / 2**30
@@ -176,7 +180,7 @@ def plan_table(runs, cluster, params, gpu_mem_gb: float = GPU_MEM_GB) -> tuple:
         stages, mem = [], ""
         if r["state"] != "done":
             _, w = job_lines(r, cluster, params, gpu_mem_gb); warnings += w
-            pre = not (Path(r["config"]["run_dir"]) / "done").exists() and not r["busy"]
+            pre = needs_pretraining(r) and not r["busy"]
             stages = (["pretrain"] if pre else []) + ([r["evaluate"]] if r["evaluate"] != "none" and not r["busy"] else [])
             m = r.get("_mem", {})
             mem = " / ".join(f"{m[s]:.1f}" for s in ("pretrain", "finetune") if s in m) + (" GiB" if m else "")

@@ -12,7 +12,7 @@ from .evaluations import EvalContext, check_eval_kw, eval_defaults, get_evaluati
 from .experiments import get_experiment, run_configs, check_amendments, _literal
 from .fsdp import check_fsdp
 from .methods.base import method_class
-from .jobplan import GPU_MEM_GB, differing_keys, fit_accumulation, job_lines, print_plan
+from .jobplan import GPU_MEM_GB, differing_keys, fit_accumulation, job_lines, needs_pretraining, print_plan
 from tabulate import tabulate
 from .runstate import _pid_alive, _proc_start, run_busy, run_state
 from .train import RunDir, RunLocked, atomic_write_text, describe_holder, TrainConfig, setup_distributed, train
@@ -187,8 +187,7 @@ def missing_files(runs) -> list:
     """`what path (run ids)` for each file that runs still to pre-train read and this machine lacks (their teacher checkpoints:
     `Pretrainer.files`), one line per file."""
     need = {}
-    for r in runs:
-        if r["state"] == "done" or (Path(r["config"]["run_dir"]) / "done").exists(): continue   # pre-trained: its teacher is not read again
+    for r in [r for r in runs if needs_pretraining(r)]:          # pre-trained: its teacher is not read again
         c = TrainConfig.from_dict(r["config"]).resolved()
         for what, p in method_class(c.method).files(c.to_dict()):
             if not Path(p).is_file(): need.setdefault((what, str(p)), []).append(r["run_id"])

@@ -193,8 +193,9 @@ def run_rows(exp: str, runs_dir, scale: str = "tiny", seed: int | None = None) -
         if state == "not launched":
             mine = [p for p in (runs_dir / scale / exp.name).glob(f"{r['variant']}-*")
                     if p.is_dir() and p.name.rsplit("-", 1)[0] == r["variant"] and (p / "config.json").exists()]
-            older = [p for p in mine if _seed_of(p) == r["seed"]]
-            if lost := [p.name for p in mine if _seed_of(p) is None]:   # seed unknown: named here, shown under no seed
+            seed = {p: _seed_of(p) for p in mine}
+            older = [p for p in mine if seed[p] == r["seed"]]
+            if lost := [p.name for p in mine if seed[p] is None]:   # seed unknown: named here, shown under no seed
                 detail = "; ".join(x for x in (detail, f"{', '.join(sorted(lost))} of this variant has an unreadable config.json (seed unknown)") if x)
             if older:
                 d = max(older, key=lambda p: (p / "config.json").stat().st_mtime); current = False

@@ -375,25 +375,25 @@ class RunDir:
         "Keep only the complete rows up to `step` (a resumed run logs the steps after its checkpoint again); returns the rows dropped."
         f = self.path / "metrics.jsonl"
         if not f.exists(): return 0
-        lines = f.read_bytes().decode("utf-8", errors="replace").splitlines()
-        keep = []
-        for l in lines:
-            try: r = json.loads(l)
-            except ValueError: continue
-            if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= step: keep.append(l)
-        if len(keep) != len(lines): atomic_write_text(f, "".join(l + "\n" for l in keep))
-        return len(lines) - len(keep)
+        n = len(f.read_bytes().decode("utf-8", errors="replace").splitlines())
+        keep = [l for l, r in self._metric_lines() if r["step"] <= step]
+        if len(keep) != n: atomic_write_text(f, "".join(l + "\n" for l in keep))
+        return n - len(keep)
 
-    def metrics_rows(self) -> list:
-        "The rows of `metrics.jsonl` (complete JSON objects with a step), in order; [] without the file."
+    def _metric_lines(self) -> list:
+        "`(line, row)` of each complete row of `metrics.jsonl` (a JSON object with an integer step), in order; [] without the file."
         f = self.path / "metrics.jsonl"
         if not f.exists(): return []
-        rows = []
+        out = []
         for l in f.read_bytes().decode("utf-8", errors="replace").splitlines():
             try: r = json.loads(l)
             except ValueError: continue
-            if isinstance(r, dict) and isinstance(r.get("step"), int): rows.append(r)
-        return rows
+            if isinstance(r, dict) and isinstance(r.get("step"), int): out.append((l, r))
+        return out
+
+    def metrics_rows(self) -> list:
+        "The rows of `metrics.jsonl` (complete JSON objects with a step), in order; [] without the file."
+        return [r for _, r in self._metric_lines()]
 
     def finish(self, summary: dict):
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=1))
