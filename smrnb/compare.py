@@ -7,13 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .experiments import get_experiment
-from .results import MEMORY_METRIC, _is_number, launch_command, paper_cells, run_metrics, run_rows
+from .experiments import claim_terms, get_experiment
+from .results import MEMORY_METRIC, _is_number, launch_command, paper_cells, pretrain_metrics, run_metrics, run_rows
 
 # %% auto #0
 __all__ = ['RATIO_METRICS', 'LOWER_IS_BETTER', 'STAND_INS', 'METRIC_SOURCES', 'ROW_COLUMNS', 'DERIVED', 'ALPHA', 'VERDICTS',
-           'DASH', 'SIG_DIGITS', 'table_rows', 'comparable', 'compare', 'report_table', 'rank_corr', 'display_columns',
-           'seed_table', 'paired_test', 'ordering_verdicts', 'verdict_line', 'fmt_table', 'html_table', 'save_table']
+           'ORDERING_COLUMNS', 'NUMBERS_SOURCE', 'DASH', 'SIG_DIGITS', 'table_rows', 'comparable', 'compare',
+           'report_table', 'rank_corr', 'display_columns', 'seed_table', 'paired_test', 'ordering_verdicts',
+           'claim_values', 'claim_verdicts', 'verdict_line', 'verdict_sentence', 'fmt_table', 'html_table',
+           'save_table']
 
 # %% ../nbs/32_compare.ipynb #c022
 RATIO_METRICS = ("minutes_per_epoch", "memory_gb_per_gpu", "gmacs")
@@ -178,8 +180,13 @@ def paired_test(d) -> dict:
     p, p_rev = float(stats.t.sf(t, n - 1)), float(stats.t.cdf(t, n - 1))
     return dict(n=n, diff_mean=mean, diff_sd=sd, t=t, p=p, verdict="holds" if p < ALPHA else "reversed" if p_rev < ALPHA else "within noise")
 
+ORDERING_COLUMNS = ["metric", "better", "worse", "paper_better", "paper_worse", "ours_metric", "n", "diff_mean", "diff_sd", "t", "p",
+                    "verdict", "source", "relation"]   # relation: what the better side's value is to the worse's (> or <)
+NUMBERS_SOURCE = "the paper's numbers"   # `source` of an ordering read off the published numbers (a claim names its line)
+
 def ordering_verdicts(exp: str, runs_dir, scale: str = "tiny", seeds=(0, 1, 2), cells: pd.DataFrame | None = None) -> pd.DataFrame:
-    "Per metric: the paper's best row against every row the paper puts below it, paired over `seeds` (`paired_test`)."
+    """Per metric: the paper's best row against every row the paper puts below it, paired over `seeds` (`paired_test`); then the
+    experiment's claims (`claim_verdicts`)."""
     seeds = list(seeds)
     per, vals = _seed_frame(exp, runs_dir, scale, seeds, cells, older=False)   # an ordering is tested on the current configs only
     t = per[seeds[0]]
@@ -191,9 +198,46 @@ def ordering_verdicts(exp: str, runs_dir, scale: str = "tiny", seeds=(0, 1, 2), 
             if sign * r.paper >= sign * best.paper: continue
             d = sign * (vals.loc[best.name] - vals.loc[i])
             rows.append(dict(metric=m, better=best.variant, worse=r.variant, paper_better=best.paper, paper_worse=r.paper,
-                             ours_metric=best.ours_metric, **paired_test(d)))
-    return pd.DataFrame(rows, columns=["metric", "better", "worse", "paper_better", "paper_worse", "ours_metric", "n", "diff_mean",
-                                       "diff_sd", "t", "p", "verdict"])
+                             ours_metric=best.ours_metric, **paired_test(d), source=NUMBERS_SOURCE, relation="<" if sign < 0 else ">"))
+    out = pd.DataFrame(rows, columns=ORDERING_COLUMNS)
+    claims = claim_verdicts(exp, runs_dir, scale, seeds)
+    return pd.concat([out, claims], ignore_index=True) if len(claims) else out
+
+def claim_values(exp: str, runs_dir, scale: str = "tiny", seeds=(0, 1, 2)) -> dict:
+    """`{(variant, metric): ({seed: value}, measured metric)}` for every cell the claims of `exp` name, from each seed's run when it
+    is done under the current config: its evaluation's metrics (`run_metrics`, with `STAND_INS`) and its pre-training's (`pretrain_metrics`)."""
+    e = get_experiment(exp)
+    want = {(v, m) for c in e.claims for side in (c.better, c.worse) for _, v, m in claim_terms(side) if v is not None}
+    out = {k: ({}, k[1]) for k in want}
+    for s in seeds:
+        for r in run_rows(e.name, runs_dir, scale, s).itertuples():
+            if r.state not in ("done", "truncated metrics") or not any(v == r.variant for v, _ in want): continue
+            got = {**run_metrics(r.result, r.summary, r.batch_size, r.device), **pretrain_metrics(r.run_dir)}
+            for v, m in want:
+                if v != r.variant: continue
+                val, used = _ours(got, m)
+                out[(v, m)][0][s] = val; out[(v, m)] = (out[(v, m)][0], used)
+    return out
+
+def claim_verdicts(exp: str, runs_dir, scale: str = "tiny", seeds=(0, 1, 2)) -> pd.DataFrame:
+    "Each `Claim` of experiment `exp` tested over `seeds` as the paper's orderings are (`paired_test` on better - worse, sign per `lower`)."
+    e, seeds = get_experiment(exp), list(seeds)
+    vals, rows = claim_values(exp, runs_dir, scale, seeds), []
+    def side(text):                      # per seed: the weighted sum of the side's cells (NaN where a cell is missing)
+        tot, used = pd.Series(0.0, index=seeds), []
+        for coef, v, m in claim_terms(text):
+            if v is None: tot = tot + coef; continue
+            got, u = vals[(v, m)]
+            tot = tot + coef * pd.Series({s: got.get(s, np.nan) for s in seeds}, dtype=float); used.append(u)
+        return tot, used
+    for c in e.claims:
+        (b, ub), (w, uw) = side(c.better), side(c.worse)
+        m = next((m for _, v, m in claim_terms(c.better) + claim_terms(c.worse) if v is not None), "")
+        used = sorted(set(ub + uw))
+        rows.append(dict(metric=m, better=c.better, worse=c.worse, paper_better=np.nan, paper_worse=np.nan,
+                         ours_metric=used[0] if len(used) == 1 else ", ".join(used), **paired_test((w - b) if c.lower else (b - w)),
+                         source=c.source, relation="<" if c.lower else ">"))
+    return pd.DataFrame(rows, columns=ORDERING_COLUMNS)
 
 def verdict_line(v: pd.DataFrame) -> str:
     "`'2 of 4 hold, 0 reversed, 2 within noise'` for a verdict table (empty: no ordering to test)."
@@ -201,6 +245,34 @@ def verdict_line(v: pd.DataFrame) -> str:
     c = v.verdict.value_counts()
     return f"{c.get('holds', 0)} of {len(v)} hold, {c.get('reversed', 0)} reversed, {c.get('within noise', 0)} within noise" + \
            (f", {c.get('needs 2+ seeds')} need 2+ seeds" if c.get("needs 2+ seeds") else "")
+
+def _pair(better, worse) -> tuple:
+    "The two sides as a sentence names them: `a.m` / `b.m` -> `a` / `b` (one metric, two variants); otherwise as written."
+    try: b, w = claim_terms(str(better)), claim_terms(str(worse))
+    except ValueError: return str(better), str(worse)
+    if len(b) == len(w) == 1 and b[0][0] == w[0][0] == 1 and None not in (b[0][1], w[0][1]) and b[0][2] == w[0][2] and b[0][1] != w[0][1]:
+        return b[0][1], w[0][1]
+    return str(better), str(worse)
+
+def verdict_sentence(v: pd.DataFrame) -> str:
+    """What the seeds say, ordering by ordering, grouped by verdict: `'holds: a > b (top1_linear, +2.1, p = 0.01); within noise:
+    c > d (...)'` (a `lower` claim reads `<`; `diff` is in the paper's direction). Empty table: `'no ordering to test'`."""
+    if v.empty: return "no ordering to test"
+    out = []
+    for verdict in VERDICTS:
+        g = v[v.verdict == verdict]
+        if g.empty: continue
+        def one(r):
+            um = r.get("ours_metric")
+            what = um if isinstance(um, str) and um and ", " not in um else r.get("metric")   # a sum of cells: the claim's metric
+            diff = "" if pd.isna(r.get("diff_mean")) else f", {r['diff_mean']:+.3g}"
+            p = "" if pd.isna(r.get("p")) else f", p = {r['p']:.2g}"
+            if isinstance(r.get("task"), str):   # Figure 2's compactness verdicts: per task and tokens removed, lower loss is better
+                return f"{r['better']} < {r['worse']} ({r['task']} task, {r['removed']:g}% removed{diff}{p})"
+            b, w = _pair(r["better"], r["worse"])
+            return f"{b} {r.get('relation') if isinstance(r.get('relation'), str) else '>'} {w} ({what}{diff}{p})"
+        out.append(f"{verdict}: " + "; ".join(one(r) for _, r in g.iterrows()))
+    return ". ".join(out)
 
 # %% ../nbs/32_compare.ipynb #c028
 DASH = "—"

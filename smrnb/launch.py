@@ -5,7 +5,7 @@
 # %% ../nbs/30_launch.ipynb #c003
 from __future__ import annotations
 import json, os, shutil, signal, socket, subprocess, sys, threading, time, traceback
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 import submitit
 from .evaluations import EvalContext, check_eval_kw, eval_defaults, get_evaluation
@@ -14,7 +14,8 @@ from .fsdp import check_fsdp
 from .methods.base import method_class
 from .jobplan import GPU_MEM_GB, differing_keys, fit_accumulation, job_lines, needs_pretraining, print_plan
 from tabulate import tabulate
-from .runstate import _pid_alive, _proc_start, run_busy, run_state
+from .localjobs import _cancel, _sigint_ignored, _sigterm_interrupts, pretrained_twin, reuse_pretraining
+from .runstate import _proc_start, run_busy, run_state
 from .train import RunDir, RunLocked, atomic_write_text, describe_holder, TrainConfig, setup_distributed, train
 
 # %% auto #0
@@ -203,54 +204,6 @@ def _check_writable(root: Path) -> None:
     except OSError as e:
         raise RuntimeError(f"the runs directory {root} is not writable ({e.strerror or e}): choose another --runs-root, or fix its permissions") from None
 
-@contextmanager
-def _sigint_ignored(on: bool = True):
-    "Start child processes with SIGINT ignored (they inherit it; `RunJob` restores the handler in the training process)."
-    if not on or threading.current_thread() is not threading.main_thread(): yield; return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try: yield
-    finally: signal.signal(signal.SIGINT, old)
-
-@contextmanager
-def _sigterm_interrupts():
-    "SIGTERM raises `KeyboardInterrupt` while the block runs, as SIGINT does."
-    if threading.current_thread() is not threading.main_thread(): yield; return
-    def _raise(signum, frame): raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-    old = signal.signal(signal.SIGTERM, _raise)
-    try: yield
-    finally: signal.signal(signal.SIGTERM, old)
-
-def _descendants(pid: int) -> list:
-    "Process ids below `pid` (Linux /proc)."
-    kids = {}
-    for st in Path("/proc").glob("[0-9]*/stat"):
-        try: f = st.read_text().rsplit(")", 1)[1].split(); kids.setdefault(int(f[1]), []).append(int(st.parent.name))
-        except (OSError, ValueError, IndexError): pass
-    out, todo = [], [pid]
-    while todo: todo.extend(k := kids.get(todo.pop(), [])); out.extend(k)
-    return out
-
-def _cancel(jobs, grace_s: float = 60) -> list:
-    "Stop local submitit jobs: SIGINT to their processes (the trainer stops between steps), SIGKILL after `grace_s`; returns their ids."
-    ids = []
-    for j in jobs:
-        if j is None or not str(j.job_id).isdigit(): continue                # debug jobs run in this process
-        ctrl = int(j.job_id); ids.append(j.job_id)
-        procs = _descendants(ctrl)
-        for pid in procs:
-            try: os.kill(pid, signal.SIGINT)
-            except ProcessLookupError: pass
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in procs + [ctrl]): time.sleep(0.1)
-        for pid in procs + [ctrl]:
-            try:
-                if _pid_alive(pid): os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError: pass
-        if getattr(j, "_process", None) is not None:
-            try: j._process.wait(timeout=10)
-            except subprocess.TimeoutExpired: pass
-    return ids
-
 def _failure(e: Exception, r: dict) -> str:
     "One line on why a job failed: the run's error.txt, else the job's own message."
     err = Path(r["config"]["run_dir"]) / "error.txt"
@@ -299,97 +252,131 @@ def _submit_slurm(ex, todo: list, pre: list, post: list, params: dict, root: Pat
         print(f"{r['run_id']}: pre-train job {info['pretrain_job']}, eval job {info['eval_job']} -> {r['config']['run_dir']}", file=file)
     return submitted
 
-def _run_here(ex, cluster: str, exp_name: str, todo: list, pre: list, post: list, parallel: int, root: Path, file) -> list:
-    "local / debug: the runs one after the other (or `parallel` at a time), each evaluation after its pre-training; Ctrl-C cancels."
-    pending, failures, in_flight, submitted = list(todo), [], [], []
-    local, n, t0, ended = cluster == "local", len(todo), time.time(), [0]
-    index = {r["run_id"]: i + 1 for i, r in enumerate(todo)}
+def _run_here(cluster: str, label: str, todo: list, pre: list, post: list, parallel: int, file) -> list:
+    """local / debug: up to `parallel` runs at a time (of one or several experiments), each evaluation right after its pre-training,
+    a free slot taken at once. A run whose config another run pre-trains (`pretrained_twin`) waits for it and reuses it. Ctrl-C or SIGTERM cancels."""
+    failures, submitted, local, n, t0, ended = [], [], cluster == "local", len(todo), time.time(), [0]
+    index, pre_ids, post_ids = {id(r): i + 1 for i, r in enumerate(todo)}, {id(r) for r in pre}, {id(r) for r in post}
+    waiting, running = list(todo), {}            # running: id(run) -> (run, stage, job, info)
+    key, tag = lambda r: r["run_id"].rsplit("-", 1)[1], lambda r: f"[{index[id(r)]}/{n}] {r['run_id']}"
     def ends(r, what):                           # one line per run as it ends: its index, the time, an estimate of the time left
         ended[0] += 1; spent = (time.time() - t0) / 60
         left = f"; about {spent / ended[0] * (n - ended[0]):.0f} min left" if ended[0] < n else ""
-        print(f"[{index[r['run_id']]}/{n}] {r['run_id']}: {what} ({ended[0]} of {n} ended, {spent:.1f} min{left})", file=file, flush=True)
-    def start(r, stage):
-        with _sigint_ignored(local): j = ex.submit(_job(r, stage))
-        in_flight.append(j); return j
-    def finish(r, j, what):
-        try: res = j.result()
-        except Exception as e:                   # the job failed (a KeyboardInterrupt leaves it in flight, to be cancelled)
-            in_flight.remove(j)
-            why = _failure(e, r); failures.append(f"{r['run_id']} ({what}): {why}")
-            print(f"{r['run_id']}: {what} failed: {why}", file=file, flush=True); return None, why
-        in_flight.remove(j); return res, None
+        print(f"{tag(r)}: {what} ({ended[0]} of {n} ended, {spent:.1f} min{left})", file=file, flush=True)
     def record(r, info): atomic_write_text(Path(r["config"]["run_dir"]) / "launch.json", json.dumps(info))
+    def start(r, stage, info=None):
+        with _sigint_ignored(local): j = r["_executor"].submit(_job(r, stage))
+        if stage == "pretrain": info = _launch_info(cluster, r["_folder"], pretrain_job=j)
+        else: info.update({k: v for k, v in _launch_info(cluster, r["_folder"], eval_job=j).items() if k.startswith("eval_job")})
+        record(r, info); running[id(r)] = (r, stage, j, info)
+        if stage == "pretrain": print(f"{tag(r)}: pre-train job {info['pretrain_job']} -> {r['config']['run_dir']}", file=file, flush=True)
+    def evaluate_or_end(r, info):
+        if id(r) in post_ids: return start(r, "evaluate", info)
+        ends(r, "done"); submitted.append(dict(run_id=r["run_id"], **info))
+    def startable(r):                            # not while a run before it in the pool, of the same config, has not pre-trained
+        if id(r) not in pre_ids: return True
+        queued = {id(o) for o in waiting}
+        return not any(o is not r and key(o) == key(r) and id(o) in pre_ids and
+                       ((id(o) in queued and index[id(o)] < index[id(r)]) or running.get(id(o), (0, ""))[1] == "pretrain") for o in todo)
+    def launch_next():
+        for r in list(waiting):
+            if len(running) >= parallel: return
+            if not startable(r): continue
+            waiting[:] = [o for o in waiting if o is not r]
+            if id(r) not in pre_ids:
+                print(f"{tag(r)}: pre-trained -> {r['config']['run_dir']}", file=file, flush=True)
+                evaluate_or_end(r, _launch_info(cluster, r["_folder"], pretrain_job=None))
+            elif (src := pretrained_twin(r)) is not None:
+                reuse_pretraining(src, r); pre_ids.discard(id(r))
+                print(f"{tag(r)}: pre-training reused from {src} (the same config) -> {r['config']['run_dir']}", file=file, flush=True)
+                evaluate_or_end(r, _launch_info(cluster, r["_folder"], pretrain_job=None))
+            else: start(r, "pretrain")
+    def collect(rid):
+        r, stage, j, info = running.pop(rid)
+        what = "pre-training" if stage == "pretrain" else r["evaluate"]
+        try: res = j.result()
+        except Exception as e:                   # the job failed: the others go on
+            why = _failure(e, r); failures.append(f"{r['run_id']} ({what}): {why}")
+            print(f"{r['run_id']}: {what} failed: {why}", file=file, flush=True); ends(r, f"{what} failed"); return
+        if stage == "pretrain": pre_ids.discard(id(r)); evaluate_or_end(r, info); return
+        print(f"{r['run_id']}: {r['evaluate']} {json.dumps(eval_summary(res))}", file=file, flush=True)
+        ends(r, "done"); submitted.append(dict(run_id=r["run_id"], **info))
     with _sigterm_interrupts():
         try:
-            while pending:
-                batch, pending = pending[:parallel], pending[parallel:]
-                jobs = []
-                for r in batch:
-                    j = start(r, "pretrain") if r in pre else None
-                    info = _launch_info(cluster, root, pretrain_job=j); record(r, info)
-                    print(f"[{index[r['run_id']]}/{n}] {r['run_id']}: pre-train job {info['pretrain_job']} -> {r['config']['run_dir']}", file=file, flush=True)
-                    jobs.append((r, j, info))
-                for r, j, info in jobs:
-                    if j is not None and finish(r, j, "pre-training")[1] is not None: ends(r, "pre-training failed"); continue
-                    if r in post:
-                        e = start(r, "evaluate")
-                        info.update({k: v for k, v in _launch_info(cluster, root, eval_job=e).items() if k.startswith("eval_job")}); record(r, info)
-                        res, why = finish(r, e, r["evaluate"])
-                        if why is not None: ends(r, f"{r['evaluate']} failed"); continue
-                        print(f"{r['run_id']}: {r['evaluate']} {json.dumps(eval_summary(res))}", file=file, flush=True)
-                    ends(r, "done"); submitted.append(dict(run_id=r["run_id"], **info))
+            while waiting or running:
+                launch_next()
+                if not running: raise RuntimeError(f"{label}: runs wait on each other: " + ", ".join(r["run_id"] for r in waiting))   # cannot happen
+                done = [rid for rid, (_, _, j, _) in running.items() if cluster != "local" or j.done()]
+                for rid in done: collect(rid)
+                if not done: time.sleep(0.2)
         except KeyboardInterrupt:
-            ids = _cancel(list(in_flight))
+            ids = _cancel([j for _, _, j, _ in running.values()])
             raise LaunchInterrupted(f"interrupted: " + (f"cancelled job(s) {', '.join(ids)}; " if ids else "") +
-                                    f"every run keeps its last checkpoint, and launching {exp_name} again resumes them") from None
+                                    f"every run keeps its last checkpoint, and launching {label} again resumes them") from None
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(todo)} runs failed (the others went on): " + "; ".join(failures) +
                            ". Each run's error.txt holds the traceback; launching again retries them")
     return submitted
 
-def launch(exp_name: str, scale: str = "tiny", cluster: str | None = None, overrides: dict | None = None, dry_run: bool = False,
+def launch(exp_name, scale: str = "tiny", cluster: str | None = None, overrides: dict | None = None, dry_run: bool = False,
            runs_root: str | None = None, partition: str | None = None, parallel: int = 1, wait: bool | None = None, file=sys.stdout,
            amend: dict | None = None, gpu_mem_gb: float = GPU_MEM_GB, eval_overrides: dict | None = None, seeds=None,
            variants=None, allow_over_memory: bool = False, verbose: bool = False) -> list:
     """Submit the experiment's runs that are not done and not busy (`cluster`: see `choose_cluster`); returns the submitted jobs as dicts.
-    A GPU pre-training whose activations would exceed `gpu_mem_gb` accumulates gradients over micro-batches that fit (unless
-    `accum_iter` is set); a plan that still does not fit is refused unless `allow_over_memory`."""
+    `exp_name` may be a list of experiments: each is planned and checked as alone, then (local / debug) their runs share the
+    `parallel` slots, in order. A GPU pre-training whose activations would exceed `gpu_mem_gb` accumulates gradients over
+    micro-batches that fit (unless `accum_iter` is set); a plan that still does not fit is refused unless `allow_over_memory`."""
+    names = [exp_name] if isinstance(exp_name, str) else list(exp_name)
+    if len(names) > 1 and variants is not None: raise ValueError("--variants selects variants of one experiment: launch one experiment with it")
     cluster, note = choose_cluster(scale, cluster, dry_run)
     if note: print(note, file=file)
-    runs = plan(exp_name, scale, overrides, runs_root, amend, eval_overrides, seeds, variants)
-    exp = get_experiment(exp_name)
-    params = executor_params(exp.resources[scale], cluster, f"smrnb-{exp_name}", partition)
-    _check_fsdp_runs(runs, params)
-    if "accum_iter" not in {**(overrides or {}), **(amend or {})}: fit_accumulation(runs, params, gpu_mem_gb)
-    if not dry_run and params["gpus_per_node"] and not allow_over_memory:
-        if over := [w for r in runs if r["state"] != "done" for w in job_lines(r, cluster, params, gpu_mem_gb)[1]]:
-            raise ValueError("\n".join(over) + "\nnothing was submitted: raise accum_iter (--set), lower batch_size or use more GPUs, "
-                             "or pass --allow-over-memory to submit anyway")
-    missing = missing_files(runs)
-    msg = "files the runs read are missing:\n  " + "\n  ".join(missing) + f"\n{MISSING_HINT}"
-    if missing and not dry_run: raise FileNotFoundError(msg + "\nnothing was submitted")
+    planned = []
+    for name in names:                                # every experiment's checks before any job of any
+        runs = plan(name, scale, overrides, runs_root, amend, eval_overrides, seeds, variants)
+        exp = get_experiment(name)
+        params = executor_params(exp.resources[scale], cluster, f"smrnb-{name}", partition)
+        _check_fsdp_runs(runs, params)
+        if "accum_iter" not in {**(overrides or {}), **(amend or {})}: fit_accumulation(runs, params, gpu_mem_gb)
+        if not dry_run and params["gpus_per_node"] and not allow_over_memory:
+            if over := [w for r in runs if r["state"] != "done" for w in job_lines(r, cluster, params, gpu_mem_gb)[1]]:
+                raise ValueError("\n".join(over) + "\nnothing was submitted: raise accum_iter (--set), lower batch_size or use more GPUs, "
+                                 "or pass --allow-over-memory to submit anyway")
+        missing = missing_files(runs)
+        msg = "files the runs read are missing:\n  " + "\n  ".join(missing) + f"\n{MISSING_HINT}"
+        if missing and not dry_run: raise FileNotFoundError(msg + "\nnothing was submitted")
+        planned.append((name, runs, params, missing, msg))
     if dry_run:
-        print_plan(runs, cluster, params, file, gpu_mem_gb, [f"note: a launch from this machine refuses to start: {msg}"] if missing else [], verbose)
+        for name, runs, params, missing, msg in planned:
+            print_plan(runs, cluster, params, file, gpu_mem_gb, [f"note: a launch from this machine refuses to start: {msg}"] if missing else [], verbose)
         return []
-    todo = []
-    for r in runs:
-        if r["state"] == "done": continue
-        if r["busy"]: print(f"{r['run_id']}: skip: {r['state']} ({r['busy']})", file=file, flush=True); continue
-        todo.append(r)
-    if not todo:
-        print(f"{exp_name} ({scale}): all {len(runs)} runs are done" if all(r["state"] == "done" for r in runs)
-              else f"{exp_name} ({scale}): nothing to launch: every run not done is busy", file=file); return []
-    root = Path(runs_root or "runs") / "_submitit" / exp_name
-    _check_writable(root)
-    for r in todo: _check_writable(Path(r["config"]["run_dir"]))
-    ex = make_executor(cluster, root / "%j", params)
+    todo, pools = [], []
+    for name, runs, params, _, _ in planned:
+        mine = []
+        for r in runs:
+            if r["state"] == "done": continue
+            if r["busy"]: print(f"{r['run_id']}: skip: {r['state']} ({r['busy']})", file=file, flush=True); continue
+            mine.append(r)
+        if not mine:
+            print(f"{name} ({scale}): all {len(runs)} runs are done" if all(r["state"] == "done" for r in runs)
+                  else f"{name} ({scale}): nothing to launch: every run not done is busy", file=file); continue
+        root = Path(runs_root or "runs") / "_submitit" / name
+        _check_writable(root)
+        for r in mine: _check_writable(Path(r["config"]["run_dir"]))
+        ex = make_executor(cluster, root / "%j", params)
+        for r in mine: r["_executor"], r["_folder"] = ex, root
+        todo += mine; pools.append((ex, mine, params, root))
+    if not todo: return []
     pre = [r for r in todo if not (Path(r["config"]["run_dir"]) / "done").exists()]
     post = [r for r in todo if r["evaluate"] != "none"]
     try:
-        if cluster == "slurm": return _submit_slurm(ex, todo, pre, post, params, root, file)
-        return _run_here(ex, cluster, exp_name, todo, pre, post, parallel, root, file)
+        if cluster == "slurm":
+            return [s for ex, mine, params, root in pools
+                    for s in _submit_slurm(ex, mine, [r for r in pre if r in mine], [r for r in post if r in mine], params, root, file)]
+        return _run_here(cluster, ", ".join(names), todo, pre, post, parallel, file)
     finally:                    # submitit also makes its folder as named, `%j` and all: an empty stray beside the jobs' own folders
-        if (stray := root / "%j").is_dir() and not any(stray.iterdir()): stray.rmdir()
+        for _, _, _, root in pools:
+            if (stray := root / "%j").is_dir() and not any(stray.iterdir()): stray.rmdir()
+        for r in todo: r.pop("_executor", None); r.pop("_folder", None)
 
 def status(exp_name: str, scale: str = "tiny", overrides: dict | None = None, runs_root: str | None = None, file=sys.stdout,
            eval_overrides: dict | None = None, seeds=None, variants=None) -> list:

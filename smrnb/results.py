@@ -11,12 +11,13 @@ import pandas as pd
 import smrnb
 from .experiments import EXPERIMENTS, RUN_ID_IF_SET, RUN_ID_SKIP, get_experiment, run_configs, paper_numbers, run_id
 from .runstate import run_state
-from .train import TrainConfig
+from .train import RunDir, TrainConfig
 
 # %% auto #0
 __all__ = ['PAPER_CSV', 'PAPER_CSVS', 'NUMBER_KEYS', 'RUN_FILES', 'REPO', 'FIXTURE_RUNS', 'FIXTURE_PLAN', 'MEMORY_METRIC',
            'paper_cells', 'maelite_paper_numbers', 'registry_cells', 'check_paper_cells', 'launch_command',
-           'Unreadable', 'unreadable_file', 'run_device', 'run_rows', 'write_fixture', 'run_metrics']
+           'Unreadable', 'unreadable_file', 'run_device', 'run_rows', 'write_fixture', 'run_metrics',
+           'pretrain_metrics']
 
 # %% ../nbs/31_results.ipynb #c006
 PAPER_CSV = Path(smrnb.__file__).parent / "paper_numbers.csv"
@@ -285,9 +286,19 @@ def run_metrics(ev: dict, summary: dict | None = None, batch_size: int | None = 
     for k in ("top1_drop", "throughput_gain"):                     # token dropping (PCAE-5): already in percent
         if k in ev: out[k] = ev[k]
     for k, v in (ev.get("speedup") or {}).items(): out[f"speedup_{k}"] = v   # Fast-iTPN's settings (ITPN-fig5): % over the plain model
+    for k, v in (ev.get("reserved") or {}).items(): out[f"top1_reserved_{k}"] = 100 * v   # MAE-lite's Figure 2: k leading blocks kept
     if "peak_mem_mb" in ev: out[MEMORY_METRIC.get(device, MEMORY_METRIC[None])] = ev["peak_mem_mb"] / 1024
     s = summary or {}
     if ev.get("images_per_s") and batch_size and s.get("epochs") and s.get("steps"):
         ok = all(np.isfinite(v) for v in (ev["images_per_s"], s["epochs"], s["steps"]))
         out["minutes_per_epoch"] = s["steps"] / s["epochs"] * batch_size / ev["images_per_s"] / 60 if ok else float("nan")
     return out
+
+def pretrain_metrics(run_dir) -> dict:
+    """The pre-training's own speed and memory, from its `metrics.jsonl`: `pretrain_images_per_s` (the median of the logged
+    intervals after the first, which holds the start-up; the first alone if it is the only one) and `pretrain_peak_mem_mb` (the
+    largest logged peak); {} without rows."""
+    rows = RunDir(run_dir).metrics_rows()
+    ips = [r["images_per_s"] for r in (rows[1:] or rows) if _is_number(r.get("images_per_s"))]
+    mem = [r["peak_mem_mb"] for r in rows if _is_number(r.get("peak_mem_mb"))]
+    return {**({"pretrain_images_per_s": float(np.median(ips))} if ips else {}), **({"pretrain_peak_mem_mb": float(max(mem))} if mem else {})}

@@ -18,7 +18,7 @@ FLOORS = [
     ("evaluation tools", ["smrnb.evaluate", "smrnb.complexity", "smrnb.tiny", "smrnb.teacher"]),
     ("evaluations", ["smrnb.evaluations.*"]),
     ("experiments", ["smrnb.experiments.*"]),
-    ("launch", ["smrnb.runstate", "smrnb.jobplan", "smrnb.launch"]),
+    ("launch", ["smrnb.runstate", "smrnb.jobplan", "smrnb.localjobs", "smrnb.launch"]),
     ("report", ["smrnb.results", "smrnb.compare"]),
     ("top", ["smrnb.report", "smrnb.scale", "smrnb.figures", "smrnb.demo"]),
 ]   # "pkg.*": the package and every module in its folder (a new method, evaluation or paper file lands on its floor)

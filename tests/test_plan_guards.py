@@ -72,7 +72,8 @@ def test_every_registered_paper_plan_fits_its_gpus(tmp_path):
             _, w = job_lines(r, "slurm", params)
             assert not w, (name, w)
             if r["config"].get("accum_iter", 1) > 1: fitted[f"{name}/{r['variant']}"] = r["config"]["accum_iter"]
-    assert fitted == {"pcae_throughput/mae": 4, "itpn_mfm/ema400": 2, "itpn_mfm/ema": 2, "itpn_mfm/clip": 2, "itpn_speed/fast": 2}, fitted
+    assert fitted == {"pcae_throughput/mae": 4, "itpn_mfm/ema400": 2, "itpn_mfm/ema": 2, "itpn_mfm/clip": 2, "itpn_speed/fast": 2,
+                      "itpn_ipt/ipt400": 2}, fitted   # Table 8: iTPN-B as in itpn_mfm; its HiViT-B row (MAE-style, 25% of the tokens) fits
 
 
 def test_a_plan_that_does_not_fit_is_refused_unless_allowed(tmp_path):

@@ -128,7 +128,7 @@ def test_invalid_values_counted_in_summary(tmp_path):
     out = build_report(runs, tmp_path / "report", tables="4e,4f,8", html=False)
     sm = pd.read_csv(out / "summary.csv").set_index("table")
     assert sm.loc["4f", "invalid"] == 1 and sm.loc["8", "invalid"] == 1 and sm.loc["4e", "invalid"] == 0
-    assert "invalid" in (out / "summary.md").read_text().splitlines()[0]
+    assert "invalid" in (out / "summary_tables.md").read_text().splitlines()[0] and "Per table:" in (out / "summary.md").read_text()
     assert "NaN at seed 0 (invalid)" in (out / "table_4f.md").read_text()      # over seeds: which seed's value is invalid
     t8 = (out / "table_8.md").read_text()
     assert "inf (invalid)" in t8 and "0.00" not in t8

@@ -5,7 +5,7 @@
 # %% ../../nbs/26e_eval_itpn.ipynb #c003
 from __future__ import annotations
 import torch
-from .base import register_evaluation, _positive_ints
+from .base import TINY_FINETUNE, register_evaluation, _positive_ints
 from ..evaluate import finetune, finetune_model, _dist_accuracy
 from ..train import load_checkpoint, load_model_state
 from ..encoders import arch_family
@@ -35,7 +35,7 @@ def _describe(own: dict, ft) -> list:
 
 @register_evaluation("acceleration", keys=("settings", "throughput_batch", "throughput_iters"), finetunes=True, distributed=True,
                      check=_check, check_run=_check_run, describe=_describe,
-                     defaults={"tiny": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, throughput_batch=32, throughput_iters=5),
+                     defaults={"tiny": dict(TINY_FINETUNE, throughput_batch=32, throughput_iters=5),
                                "paper": dict(epochs=100, batch_size=1024, throughput_batch=64, throughput_iters=50)})
 def run_acceleration(ctx, kw: dict) -> dict:
     "Fast-iTPN's Figure 5: fine-tune once, then each setting (migration, window attention, gathering) applied to the classifier."

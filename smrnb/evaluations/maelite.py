@@ -4,7 +4,7 @@
 
 # %% ../../nbs/26d_eval_maelite.ipynb #c003
 from __future__ import annotations
-from .base import register_evaluation, _positive_ints
+from .base import TINY_FINETUNE, register_evaluation, _positive_ints
 from ..encoders import arch_geometry
 from ..evaluate import finetune
 from ..methods.maelite import reserve_layers
@@ -30,7 +30,7 @@ def _describe(own: dict, ft) -> list:
             f"(the rest re-initialised) for k in {sorted(set(own['reserve']))}"]
 
 @register_evaluation("layer_reservation", keys=("reserve",), finetunes=True, distributed=True, check=_check, check_run=_check_run, describe=_describe,
-                     defaults={"tiny": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, reserve=[0, 2, 4, 6]),   # the toy's 6 blocks
+                     defaults={"tiny": dict(TINY_FINETUNE, reserve=[0, 3, 6]),   # of the toy's 6 blocks: none, the lower half, all
                                "paper": dict(epochs=100, batch_size=1024, reserve=[0, 2, 4, 6, 8, 10, 12])})
 def run_layer_reservation(ctx, kw: dict) -> dict:
     "MAE-lite's Figure 2: keep the first k pre-trained blocks, re-initialise the rest, fine-tune; one checkpoint per k."

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json
 from dataclasses import replace
-from .base import register_evaluation, _positive_ints
+from .base import TINY_FINETUNE, register_evaluation, _positive_ints
 from ..evaluate import finetune, finetune_model
 from ..config import uses_bf16
 from ..methods.pcae import DropConfig, drop_counts, dropping_throughput
@@ -28,7 +28,7 @@ def _describe(own: dict, ft) -> list:
 
 @register_evaluation("token_dropping", keys=("throughput_batch", "throughput_iters"), finetunes=True, distributed=True, check=_check,
                      describe=_describe,
-                     defaults={"tiny": dict(epochs=2, batch_size=32, warmup_epochs=0.4, num_workers=2, throughput_batch=32, throughput_iters=5),
+                     defaults={"tiny": dict(TINY_FINETUNE, throughput_batch=32, throughput_iters=5),
                                "paper": dict(epochs=100, batch_size=1024, throughput_batch=256, throughput_iters=50)})
 def run_token_dropping(ctx, kw: dict) -> dict:
     "PCAE's Table 5: the same recipe fine-tuned without and with dropping (a checkpoint each), then inference timed both ways."

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/27_experiments.ipynb #c003
 from __future__ import annotations
-import ast, difflib, hashlib, json, math, re
+import ast, difflib, hashlib, json, math, os, re
 from dataclasses import dataclass, field, fields
 import pandas as pd
 from typing import Union
@@ -20,11 +20,12 @@ from ..evaluations import evaluation_names
 
 # %% auto #0
 __all__ = ['SCALES', 'PAPER_DATA', 'CLIP_B', 'CLIP_L', 'MAE_RECIPE', 'PAPER_GPU', 'TINY_DIVISOR', 'SCALE_FREE', 'TINY_ARCH',
-           'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_FILE', 'EXPERIMENTS', 'RUN_ID_SKIP',
-           'RUN_ID_IF_SET', 'TINY_EVALUATE', 'Variant', 'Experiment', 'toy_teacher_kw', 'tiny_recipe', 'scale_count',
-           'scale_schedule', 'tiny_overrides', 'check_schedule', 'published', 'get_experiment', 'register_experiment',
-           'list_experiments', 'check_overrides', 'check_amendments', 'parse_overrides', 'variant_config', 'run_id',
-           'eval_settings', 'run_configs', 'paper_numbers']
+           'TINY_DEEP', 'TINY_CPU', 'TOY_TEACHER_SHA256', 'TOY_TEACHER_FILE', 'TOY_DIR_ENV', 'EXPERIMENTS',
+           'RUN_ID_SKIP', 'RUN_ID_IF_SET', 'TINY_EVALUATE', 'Variant', 'claim_terms', 'Claim', 'Experiment',
+           'toy_teacher_kw', 'toy_set_dir', 'tiny_recipe', 'scale_count', 'scale_schedule', 'tiny_overrides',
+           'check_schedule', 'published', 'get_experiment', 'register_experiment', 'list_experiments',
+           'check_overrides', 'check_amendments', 'parse_overrides', 'variant_config', 'run_id', 'eval_settings',
+           'run_configs', 'paper_numbers']
 
 # %% ../../nbs/27_experiments.ipynb #c006
 SCALES = ("paper", "tiny")
@@ -49,6 +50,29 @@ class Variant:
         if self.paper is not None and not {"table", "row", "metric", "value"} <= set(self.paper):
             raise ValueError(f"variant {self.name}: paper needs table, row, metric and value, got {sorted(self.paper)}")
 
+_TERM = re.compile(r"(?:(?P<coef>[0-9.]+)\*)?(?P<variant>[A-Za-z0-9][A-Za-z0-9_.-]*?)\.(?P<metric>[A-Za-z_][A-Za-z0-9_]*)")
+
+def claim_terms(side: str) -> list:
+    "`'0.5*a.top1 + 0.5*b.top1'` -> `[(0.5, 'a', 'top1'), (0.5, 'b', 'top1')]`: one side of a `Claim`, a weighted sum of cells (a bare number: `(x, None, None)`)."
+    out = []
+    for t in side.split("+"):
+        if m := _TERM.fullmatch(t.strip()): out.append((float(m["coef"] or 1), m["variant"], m["metric"])); continue
+        try: out.append((float(t), None, None))
+        except ValueError: raise ValueError(f"claim side {side!r}: {t.strip()!r} is not [coef*]variant.metric or a number") from None
+    return out
+
+@dataclass
+class Claim:
+    """An ordering the paper states in its prose or draws in a figure, which its printed numbers alone do not give:
+    `better` > `worse` (`lower`: `better` < `worse`) on every seed's values, tested as the table's orderings are. Each side is a
+    cell `variant.metric` (a metric of `smrnb.results.run_metrics`) or a weighted sum of cells (`0.5*a.top1 + 0.5*b.top1`)."""
+    better: str
+    worse: str
+    source: str                  # where the paper says it (seed file and line, quoted)
+    lower: bool = False          # True: the better side has the lower value (memory, loss)
+
+    def __post_init__(self): claim_terms(self.better); claim_terms(self.worse)
+
 @dataclass
 class Experiment:
     "A table or figure: a base config per scale, its variants, and the resources per scale."
@@ -58,10 +82,15 @@ class Experiment:
     base: dict                   # {"paper": {...TrainConfig overrides...}, "tiny": {...}}
     variants: list               # list[Variant]; the same variants at both scales
     resources: dict              # {"paper": dict(nodes, gpus_per_node, timeout_min, cpus_per_task, mem_gb), "tiny": dict(...)}
+    claims: list = field(default_factory=list)   # list[Claim]: the paper's orderings beyond its printed numbers
+    tiny_divisor: int | None = None   # tiny epochs = paper epochs / this (None: `TINY_DIVISOR`); larger where the toy's model is slow
 
     def __post_init__(self):
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names): raise ValueError(f"experiment {self.name}: duplicate variant names {names}")
+        for c in self.claims:
+            if bad := sorted({v for side in (c.better, c.worse) for _, v, _ in claim_terms(side) if v is not None} - set(names)):
+                raise ValueError(f"experiment {self.name}: claim {c.better} > {c.worse} names no variant {', '.join(bad)}; its variants: {', '.join(names)}")
         for d, what in ((self.base, "base"), (self.resources, "resources")):
             if set(d) != set(SCALES): raise ValueError(f"experiment {self.name}: {what} needs exactly the scales {SCALES}, got {sorted(d)}")
 
@@ -96,11 +125,18 @@ def toy_teacher_kw() -> dict:
     ok = isinstance(h, str) and re.fullmatch(r"[0-9a-f]{64}", h)
     return {"checkpoint": str(ck), "sha256": h if ok else TOY_TEACHER_SHA256}
 
+TOY_DIR_ENV = "SMRNB_TOY_DIR"
+
+def toy_set_dir() -> str:
+    """The tiny scale's toy set: `data/toy` (the main job builds it), or `$SMRNB_TOY_DIR`, a toy set used as it is (e.g. a small one,
+    for a quick check of the whole main job: its runs get their own ids, as a run's data is part of its config)."""
+    return os.environ.get(TOY_DIR_ENV) or "data/toy"
+
 def tiny_recipe() -> dict:
-    "The tiny-scale base: `tiny_config`'s recipe (what it changes from `TrainConfig`'s defaults) with the `toy` student, on `data/toy`."
+    "The tiny-scale base: `tiny_config`'s recipe (what it changes from `TrainConfig`'s defaults) with the `toy` student, on `toy_set_dir()`."
     d, ref = tiny_config("mae", "runs/tiny", "data/toy").to_dict(), TrainConfig().to_dict()
     skip = ("method", "run_dir", "decoder_depth", "epochs", "warmup_epochs", "target", "schedule")
-    return {"data_root": "data/toy", "manifest": None, **{k: v for k, v in d.items() if v != ref[k] and k not in skip}, "arch": TINY_ARCH}
+    return {"data_root": toy_set_dir(), "manifest": None, **{k: v for k, v in d.items() if v != ref[k] and k not in skip}, "arch": TINY_ARCH}
 
 # %% ../../nbs/27_experiments.ipynb #c014
 def scale_count(k: int, ratio: float) -> int:
@@ -137,8 +173,8 @@ def _num_patches(arch: str, img_size: int) -> tuple[int, int, bool]:
     return g["depth"], g["num_patches"], g["class_token"]
 
 def tiny_overrides(paper: dict, ratio: float = 64 / 196, depth_from: int = 12, depth_to: int | None = None,
-                   n_tokens: int | None = None, class_token: bool = True) -> dict:
-    "The tiny-scale overrides of a variant whose paper-scale choices are `paper` (the rules above)."
+                   n_tokens: int | None = None, class_token: bool = True, divisor: int = TINY_DIVISOR) -> dict:
+    "The tiny-scale overrides of a variant whose paper-scale choices are `paper` (the rules above; epochs / `divisor`)."
     d = {k: v for k, v in paper.items() if k in SCALE_FREE}
     method = d.get("method", "smr")
     if method not in METHOD_DEFAULTS: raise ValueError(f"unknown method {method!r}; valid options: {', '.join(METHOD_DEFAULTS)}")
@@ -149,7 +185,7 @@ def tiny_overrides(paper: dict, ratio: float = 64 / 196, depth_from: int = 12, d
         d["target"], d["target_kw"] = "frozen", toy_teacher_kw()
     if paper.get("distill"):          # D-MAE's frozen teacher -> the fixed toy teacher (its layers and weights kept)
         d["distill"] = {**{k: v for k, v in paper["distill"].items() if k not in ("checkpoint", "sha256")}, **toy_teacher_kw()}
-    d["epochs"] = max(1, round(d.get("epochs", TrainConfig.epochs) / TINY_DIVISOR))
+    d["epochs"] = max(1, round(d.get("epochs", TrainConfig.epochs) / divisor))
     d["warmup_epochs"] = max(1, d["epochs"] // 10)
     return d
 
@@ -176,13 +212,13 @@ _MAE = dict(method="mae")
 _MAE_AT = {"paper": dict(MAE_RECIPE), "tiny": {"decoder_depth": 2}}
 _EMA_NOTE = "tiny scale: the CLIP target is replaced by the fixed toy teacher (smrnb.teacher; no CLIP weights offline)"
 
-def _exp(name, table, description, variants, paper=None, tiny=None, res=None, tiny_res=None, deep=False):
+def _exp(name, table, description, variants, paper=None, tiny=None, res=None, tiny_res=None, deep=False, claims=(), tiny_divisor=None):
     "An experiment with the standard bases: ImageNet-1K + Table 5 at paper scale, the tiny recipe at tiny scale."
     base = {"paper": {**PAPER_DATA, "epochs": 100, **(paper or {})},
             "tiny": {**tiny_recipe(), **(TINY_DEEP if deep else {}), **(tiny or {})}}
     tres = dict(TINY_CPU, timeout_min=120) if deep else dict(TINY_CPU)
     return Experiment(name, table, description, base, variants,
-                      {"paper": {**PAPER_GPU, **(res or {})}, "tiny": {**tres, **(tiny_res or {})}})
+                      {"paper": {**PAPER_GPU, **(res or {})}, "tiny": {**tres, **(tiny_res or {})}}, list(claims), tiny_divisor)
 
 _TINY_NOTE = (" Tiny scale: toy set, tiny_config recipe on the 6-block toy student, CLIP target -> the fixed toy teacher, "
               "token totals x 64/196, epochs / 50.")
@@ -270,7 +306,7 @@ def variant_config(exp: Experiment, v: Variant, scale: str) -> dict:
         if fam != arch_family(tb.get("arch", TrainConfig.arch)):   # a HiViT row at paper scale is a HiViT row at tiny scale
             tb["arch"] = TINY_ARCHS[fam]
         (dp, pp, _), (dt, pt, cls) = _geometry(pb), _geometry(tb)
-        d = {**tb, **tiny_overrides(pb, pt / pp, dp, dt, pt + int(cls), cls)}
+        d = {**tb, **tiny_overrides(pb, pt / pp, dp, dt, pt + int(cls), cls, exp.tiny_divisor or TINY_DIVISOR)}
     return {**d, **v.at_scale.get(scale, {})}
 
 RUN_ID_SKIP = ("run_dir", "compile", "grad_checkpointing", "fsdp", "accum_iter", "tensorboard")   # keys that do not change what a run computes: not part of its id

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/27d_exp_maelite.ipynb #c003
 from __future__ import annotations
-from .base import Variant, published, register_experiment, _MAE, _TINY_NOTE, _exp
+from .base import Claim, Variant, published, register_experiment, _MAE, _TINY_NOTE, _exp
 from ..methods.maelite import maelite_recipe
 
 # %% auto #0
@@ -25,6 +25,12 @@ _ML5 = [Variant("mae_tiny", dict(_MAE), finetune=MAELITE_FINETUNE, at_scale={"ti
                 finetune=MAELITE_FINETUNE, at_scale={"tiny": {"decoder_depth": 1}},
                 paper=published("MAELITE-5", "D-MAE-Tiny", 78.4, note="distilled from MAE-Base, last layer's attention (§5)"),
                 note="tiny scale: the teacher is the fixed toy teacher (4 blocks, trained with labels), not an MAE-Base")]
+# Figure 2's claims (L126, L147): reserving leading blocks gains over re-initialising all of them, and the lower layers give most
+# of the gain (at tiny scale: the lower half of the blocks more than half of what all of them give)
+_F2 = "seed 003 L126: 'reserving only a certain number of leading blocks achieves a significant performance gain over randomly initializing all the blocks'"
+_MLF2_CLAIMS = [Claim("mae_tiny.top1_reserved_3", "mae_tiny.top1_reserved_0", _F2), Claim("mae_tiny.top1_reserved_6", "mae_tiny.top1_reserved_0", _F2),
+                Claim("mae_tiny.top1_reserved_3", "0.5*mae_tiny.top1_reserved_0 + 0.5*mae_tiny.top1_reserved_6",
+                      "seed 003 L147 (Figure 2): 'Lower layers of pre-trained models contribute to most gains'")]
 # Figure 2: MAE-Tiny fine-tuned (100 epochs) keeping its first k blocks, the rest re-initialised (MoCo v3-Tiny: not a smrnb method)
 _MLF2 = [Variant("mae_tiny", dict(_MAE), evaluate="layer_reservation", finetune=MAELITE_FINETUNE, at_scale={"tiny": {"decoder_depth": 1}},
                  note="a figure (its curves are published, not their values); MAE-lite's MAE-Tiny fine-tuned once per k in the evaluation's reserve list (k = 0: from scratch)")]
@@ -33,8 +39,9 @@ _MLF2 = [Variant("mae_tiny", dict(_MAE), evaluate="layer_reservation", finetune=
 # %% ../../nbs/27d_exp_maelite.ipynb #c012
 for _e in [
     _exp("maelite_fig2", "MAELITE-fig2", "MAE-lite (seed 003) Figure 2: MAE-Tiny's first k pre-trained blocks kept, the rest "
-         "re-initialised, ImageNet-1K fine-tuning (100 epochs, the improved recipe) per k." + _TINY_NOTE + " k in 0/2/4/6 of the toy's 6 blocks.",
-         _MLF2, paper=MAELITE_PRETRAIN),
+         "re-initialised, ImageNet-1K fine-tuning (100 epochs, the improved recipe) per k." + _TINY_NOTE + " k in 0/3/6 of the toy's 6 "
+         "blocks, each fine-tuned with the tiny recipe (smrnb.evaluations.TINY_FINETUNE); the MAE-Tiny is maelite_dmae's (pre-trained once).",
+         _MLF2, paper=MAELITE_PRETRAIN, claims=_MLF2_CLAIMS),
     _exp("maelite_dmae", "MAELITE-5", "MAE-lite (seed 003): ViT-Tiny (12 heads) MAE vs D-MAE (last-layer attention distillation "
          "from a frozen MAE-Base on the same visible patches), 400 epochs, ImageNet-1K fine-tuning with the improved recipe."
          + _TINY_NOTE + " D-MAE's teacher -> the fixed toy teacher.", _ML5, paper=MAELITE_PRETRAIN),
