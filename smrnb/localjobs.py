@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, os, shutil, signal, subprocess, threading, time
 from contextlib import contextmanager
 from pathlib import Path
-from .experiments import RUN_ID_SKIP, run_id
+from .experiments import RUN_ID_SKIP
 from .runstate import _pid_alive
 from .train import atomic_write_text
 
@@ -66,8 +66,8 @@ def _cancel(jobs, grace_s: float = 60) -> list:
 
 # %% ../nbs/29a_localjobs.ipynb #b5ded70f
 def _same_config(a: dict, b: dict) -> bool:
-    "Whether two runs' configs compute the same thing (`run_id`'s rule: `RUN_ID_SKIP` keys aside, `run_dir` among them)."
-    return run_id("x", a) == run_id("x", b) and {k: v for k, v in a.items() if k not in RUN_ID_SKIP} == {k: v for k, v in b.items() if k not in RUN_ID_SKIP}
+    "Whether two runs' configs compute the same thing: equal but for the keys that are no part of a run's id (`RUN_ID_SKIP`, `run_dir` among them)."
+    return {k: v for k, v in a.items() if k not in RUN_ID_SKIP} == {k: v for k, v in b.items() if k not in RUN_ID_SKIP}
 
 def pretrained_twin(r: dict) -> Path | None:
     """A finished pre-training of the same config in another experiment's folder beside this run's (`<root>/<scale>/*/`), or

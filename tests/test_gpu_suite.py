@@ -15,8 +15,11 @@ def _suite():
 
 
 def test_gpu_suite_smoke(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_suite.py"), "--smoke", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    # caps far above what any part needs: the outcome must not depend on how loaded the machine is (the caps themselves are
+    # tested deterministically below, with a cap of 0 s)
+    caps = ",".join(f"{p}=1800" for p in PARTS)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_suite.py"), "--smoke", "--out", str(tmp_path), "--caps", caps,
+                        "--max-wall", "9000"], capture_output=True, text=True, timeout=3000, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
     mds, jsons = sorted(tmp_path.glob("cpu-smoke-*.md")), sorted(tmp_path.glob("cpu-smoke-*.json"))
     assert len(mds) == 1 and len(jsons) == 1 and mds[0].stem == jsons[0].stem, list(tmp_path.iterdir())
@@ -68,3 +71,13 @@ def test_scale_search_probes_up_then_down():
                 assert search(n, start, probe) == largest
                 assert len(probed) == len(set(probed)) and len(probed) <= abs(largest - start) + 2
     assert _suite().search_largest(4, 2, lambda i: None if i == 3 else True) == 2     # 3 not probed: 2 is the largest measured
+
+
+def test_a_part_over_its_cap_is_recorded_as_timed_out(tmp_path):
+    "A cap of 0 s: the part's process is killed at once (no machine starts Python in 0 s), recorded as timed out, the others not run."
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_suite.py"), "--smoke", "--parts", "encoder", "--caps", "encoder=0",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]          # a part that did not finish fails the suite's exit code
+    parts = {p["name"]: p for p in json.loads(next(tmp_path.glob("cpu-smoke-*.json")).read_text())["parts"]}
+    assert parts["encoder"]["status"] == "timed out" and "over its cap of 0 s" in parts["encoder"]["reason"], parts["encoder"]
+    assert {p["status"] for n, p in parts.items() if n != "encoder"} == {"not run"}
