@@ -231,7 +231,6 @@ def token_diversity(tokens: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/03_analysis.ipynb #c042
 def plot_attention(stats: dict, path, title: Optional[str] = None):
     "Figure 4: per-depth box plots over heads of attention distance and entropy, `stats` = `{model: attention_stats(...)}`."
-    import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt, seaborn as sns
     df = attention_frame(stats)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -248,7 +247,6 @@ def plot_attention(stats: dict, path, title: Optional[str] = None):
 def plot_cka(cka: torch.Tensor, path, xlabel: str = "model Y layer", ylabel: str = "model X layer", title: Optional[str] = None,
              first: int = 0):
     "Figure 1-style heatmap of a CKA matrix (rows: layers of X, numbered from `first`: 0 = the embedding, `model_cka`'s default), saved to `path`."
-    import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt, seaborn as sns
     c = torch.as_tensor(cka).double().numpy()
     fig, ax = plt.subplots(figsize=(1 + .45 * c.shape[1], .8 + .4 * c.shape[0]))

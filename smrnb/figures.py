@@ -107,7 +107,6 @@ def _save(fig, path) -> Path:
 
 def plot_diversity(df: pd.DataFrame, path, title: Optional[str] = None, panel: str = "panel") -> Path:
     "Line plot of `diversity` vs `layer`, one line per `model` (a subplot per `panel` value if that column exists), saved to `path`."
-    import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt, seaborn as sns
     if need := [c for c in ("model", "layer", "diversity") if c not in df.columns]: raise ValueError(f"missing columns {need}; got {list(df.columns)}")
     groups = list(df.groupby(panel, sort=False)) if panel in df.columns else [(None, df)]

@@ -101,7 +101,8 @@ _T8 = [Variant("sd", dict(method="sd"), evaluate="complexity", paper=published("
 
 # %% ../../nbs/27a_exp_smr.ipynb #c091
 for _e in [
-    _exp("smr_table2", "2", "ViT-B ImageNet-1K fine-tuning: SMR (CLIP-B 300/800, CLIP-L 300) vs MAE, FD-CLIP (sd), BEiT-v2-like (mim_sd)." + _TINY_NOTE,
+    _exp("smr_table2", "2", "ImageNet-1K fine-tuning. ViT-B: SMR (CLIP-B 300/800, CLIP-L 300) vs MAE, FD-CLIP (sd), BEiT-v2-like (mim_sd); "
+         "HiViT-B and ConViT-B: SMR 300 vs MAE / ConvMAE and FD-CLIP." + _TINY_NOTE,
          _T2, paper=dict(epochs=300)),
     _exp("smr_ablation_4a", "4a", "Reconstruction target: pixels vs CLIP, for SMR and the MIM / SD / MIM+SD baselines, 100 epochs." + _TINY_NOTE, _T4A),
     _exp("smr_ablation_4b", "4b", "Decoder depth 1/2/4/6 for SMR 25x4, 100 epochs." + _TINY_NOTE, _T4B),

@@ -156,7 +156,6 @@ def maelite_recipe(part: str) -> dict:
 # %% ../../nbs/17_maelite.ipynb #c029
 def plot_reserved_layers(df, x: str = "layers", y: str = "top1", hue: str = "model", col: Optional[str] = "dataset"):
     "Figure 2-3: `y` vs number of reserved blocks `x`, a line per `hue`, a panel per `col` value (if the column exists)."
-    import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     need = [c for c in (x, y, hue) if c not in df.columns]
     if need: raise ValueError(f"missing columns {need}; got {list(df.columns)}")
@@ -173,7 +172,6 @@ def plot_reserved_layers(df, x: str = "layers", y: str = "top1", hue: str = "mod
 
 def plot_attention_by_depth(df, metrics: Sequence[str] = ("distance", "entropy"), hue: str = "model"):
     "Figure 4: per-depth box plots over heads of each of `metrics`, from a long frame (depth, head, metric columns, `hue`)."
-    import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt, seaborn as sns
     need = [c for c in ("depth", *metrics) if c not in df.columns]
     if need: raise ValueError(f"missing columns {need}; got {list(df.columns)}")
