@@ -132,6 +132,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
+def _kernel_idle(base: str, token: str, name: str) -> bool:
+    "Whether the server has a session for notebook `name` whose kernel is idle."
+    with urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=10) as r:
+        return any(s.get("path", "").endswith(name) and (s.get("kernel") or {}).get("execution_state") == "idle" for s in json.load(r))
+
 @needs_chromium
 def test_jupyterlab_runs_a_cell_in_the_project_kernel(tmp_path):
     "JupyterLab on 127.0.0.1 opens a notebook; a cell importing smrnb runs in the project's kernel and its output is on the page."
@@ -143,26 +148,36 @@ def test_jupyterlab_runs_a_cell_in_the_project_kernel(tmp_path):
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"))
+    log = open(tmp_path / "lab.log", "w")    # a file, not a pipe: a server whose pipe is full stops answering
     lab = subprocess.Popen([str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                             f"--ServerApp.token={token}", f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=None",
                             "--LabApp.extension_manager=readonly"] + (["--allow-root"] if os.geteuid() == 0 else []),
-                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                           cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(240):      # wait for the server to answer (a hang guard, not a timing assumption)
-            if lab.poll() is not None: pytest.fail(f"jupyter lab exited: {lab.stdout.read()[-3000:]}")
+            if lab.poll() is not None: pytest.fail(f"jupyter lab exited: {(tmp_path / 'lab.log').read_text()[-3000:]}")
             try: urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5); break
             except OSError: time.sleep(0.5)
         else: pytest.fail("jupyter lab never answered on " + base)
         with sync_playwright() as pw:
             browser = launch(pw)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"{base}/lab/tree/check.ipynb?token={token}")
-            page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=180_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
-            page.click(".jp-Notebook .jp-Cell .cm-content")
-            page.keyboard.press("Shift+Enter")
-            out = page.wait_for_selector(".jp-OutputArea-output:has-text('smrnb')", timeout=180_000).inner_text()
+            try:
+                page.goto(f"{base}/lab/tree/check.ipynb?token={token}")
+                page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=180_000)
+                for _ in range(360):   # the notebook's kernel has started and is idle (the server says so; a hang guard)
+                    if _kernel_idle(base, token, "check.ipynb"): break
+                    time.sleep(0.5)
+                else: pytest.fail("the notebook's kernel never became idle")
+                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
+                page.click(".jp-Notebook .jp-Cell .cm-content")
+                page.keyboard.press("Shift+Enter")
+                out = page.wait_for_selector(".jp-OutputArea-output:has-text('smrnb')", timeout=180_000).inner_text()
+            except Exception:
+                page.screenshot(path=str(tmp_path / "jupyterlab-failed.png"))
+                raise AssertionError(f"JupyterLab: no output (screenshot {tmp_path / 'jupyterlab-failed.png'}); the page says "
+                                     f"{page.inner_text('body')[-1500:]!r}; the server said {(tmp_path / 'lab.log').read_text()[-3000:]}")
             page.screenshot(path=str(tmp_path / "jupyterlab.png"))
             browser.close()
         assert f"smrnb {__version__} kernel {sys.prefix}" in out, out
@@ -170,3 +185,4 @@ def test_jupyterlab_runs_a_cell_in_the_project_kernel(tmp_path):
         lab.terminate()
         try: lab.wait(timeout=30)
         except subprocess.TimeoutExpired: lab.kill()
+        log.close()
