@@ -99,7 +99,7 @@ def stage_notebook(src: Path, dst: Path, flags: set) -> dict:
 def notebook_names(only: str | None) -> list:
     "The numbered notebooks of nbs/ in order (tables.ipynb is the report's papermill notebook: the paper pages show its output)."
     names = sorted(p.stem for p in (REPO / "nbs").glob("[0-9]*.ipynb"))
-    if not only: return names
+    if only is None: return names
     want = [n.strip() for n in only.split(",") if n.strip()]
     if bad := [n for n in want if n not in names]:
         raise SystemExit(f"error: --only {','.join(bad)}: no such notebook in nbs/ (e.g. {names[0]}, {names[-1]})")
@@ -241,10 +241,13 @@ def stage_index(src: Path, results: Path, papers: list, with_notebooks: bool):
                      "teacher, the report, the launcher, fidelity to the reference implementations, the layout and benchmarks.", "",
                      "```{include} _include/README.md", f":start-after: {STORY_END}", "```", ""]))
 
+def report_files(report: Path) -> list:
+    "The tables, figures and notes of a report folder (what the site shows and what a snapshot keeps)."
+    return [f for f in sorted(report.iterdir()) if f.is_file() and f.suffix in SNAPSHOT_KEEP]
+
 def stage_results(src: Path, results: Path):
     if not results.is_dir(): raise SystemExit(f"error: --report {results}: no such folder (a report folder is written by `python -m smrnb.report`)")
-    for f in sorted(results.iterdir()):
-        if f.is_file() and f.suffix in SNAPSHOT_KEEP: write_if_changed(src / "results" / f.name, f.read_bytes())
+    for f in report_files(results): write_if_changed(src / "results" / f.name, f.read_bytes())
 
 
 # ---- build ----------------------------------------------------------------------------------------------------
@@ -254,7 +257,7 @@ def cache_records(cache: Path) -> int:
 
 def stage(out: Path, results: Path, only: str | None) -> Path:
     src = out / "src"
-    notebooks = [] if only == "" else stage_notebooks(src, only)
+    notebooks = stage_notebooks(src, only)
     stage_results(src, results)
     papers = stage_papers(src, results, {n["name"] for n in notebooks})
     stage_index(src, results, papers, with_notebooks=bool(notebooks))
@@ -298,14 +301,12 @@ def snapshot(report: Path):
     "Replace docs/results/ with the tables, figures and notes of the report folder `report` (then commit it)."
     report = Path(report)
     if not (report / "summary.md").is_file(): raise SystemExit(f"error: --snapshot {report}: no summary.md there (not a report folder of `python -m smrnb.report`)")
-    dst = DOCS / "results"; keep_note = (dst / "SOURCE.md").read_text() if (dst / "SOURCE.md").is_file() else None
+    dst = DOCS / "results"
     shutil.rmtree(dst, ignore_errors=True); dst.mkdir(parents=True)
-    for f in sorted(report.iterdir()):
-        if f.is_file() and f.suffix in SNAPSHOT_KEEP: shutil.copyfile(f, dst / f.name)
+    for f in report_files(report): shutil.copyfile(f, dst / f.name)
     (dst / "SOURCE.md").write_text(f"From a real tiny run: the report `python -m smrnb.report` wrote in `{report}`, copied here on "
                                    f"{time.strftime('%Y-%m-%d')} by `python docs/build.py --snapshot {report}`.\n")
-    print(f"[docs] docs/results/: {len(list(dst.iterdir()))} files from {report}"
-          + ("; edit docs/results/SOURCE.md to say which run it was (the previous note is replaced)" if keep_note else ""))
+    print(f"[docs] docs/results/: {len(list(dst.iterdir()))} files from {report}; edit docs/results/SOURCE.md to say which run it was")
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Build the documentation site (Sphinx + myst-nb) into _docs/html.",
@@ -313,7 +314,7 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(REPO / "_docs"), help="build folder (default _docs): src/, cache/, html/")
     ap.add_argument("--report", help="report folder whose tables and figures the paper pages show (default: the snapshot docs/results/)")
-    ap.add_argument("--only", help="comma-separated notebooks to include (default: every numbered notebook; '' for none)")
+    ap.add_argument("--only", help="comma-separated notebooks to include (default: every numbered notebook)")
     ap.add_argument("--jobs", type=int, default=2, help="Sphinx processes reading (and executing) pages at once (default 2)")
     ap.add_argument("--check", action="store_true", help="then open every page in headless Chromium (docs/check_site.py)")
     ap.add_argument("--snapshot", metavar="REPORT", help="only copy a report folder's tables and figures into docs/results/")

@@ -13,6 +13,7 @@ from playwright.sync_api import sync_playwright
 
 SCREENSHOTS = {"index.html": "index.png", "papers/smr.html": "paper_smr.png"}
 SKIP_PREFIXES = ("_sources/", "_static/", "_images/")   # files, not pages
+HANG_GUARD_MS = 600_000   # how long a page may take to load: only a hang reaches it, however loaded the machine
 
 
 def chromium_path() -> str | None:
@@ -71,6 +72,7 @@ def check_site(html, screenshots: bool = True, log=print) -> list:
         with sync_playwright() as pw:
             browser = launch(pw)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(HANG_GUARD_MS)
             while todo:
                 rel = todo.pop()
                 if rel in seen: continue

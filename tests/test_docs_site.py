@@ -13,7 +13,7 @@ from smrnb import __version__
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "docs"))
 import build as docs_build          # noqa: E402  docs/build.py
-from check_site import check_site, chromium_path, launch   # noqa: E402
+from check_site import HANG_GUARD_MS, check_site, chromium_path, launch   # noqa: E402
 from playwright.sync_api import sync_playwright   # noqa: E402
 
 needs_chromium = pytest.mark.skipif(chromium_path() is None, reason="no Chromium here (apt-get install chromium; .ci/run installs it)")
@@ -155,7 +155,7 @@ def test_jupyterlab_runs_a_cell_in_the_project_kernel(tmp_path):
                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(240):      # wait for the server to answer (a hang guard, not a timing assumption)
+        for _ in range(1200):     # wait for the server to answer (a hang guard, not a timing assumption)
             if lab.poll() is not None: pytest.fail(f"jupyter lab exited: {(tmp_path / 'lab.log').read_text()[-3000:]}")
             try: urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5); break
             except OSError: time.sleep(0.5)
@@ -163,17 +163,18 @@ def test_jupyterlab_runs_a_cell_in_the_project_kernel(tmp_path):
         with sync_playwright() as pw:
             browser = launch(pw)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(HANG_GUARD_MS)
             try:
                 page.goto(f"{base}/lab/tree/check.ipynb?token={token}")
-                page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=180_000)
-                for _ in range(360):   # the notebook's kernel has started and is idle (the server says so; a hang guard)
+                page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=HANG_GUARD_MS)
+                for _ in range(1200):   # the notebook's kernel has started and is idle (the server says so; a hang guard)
                     if _kernel_idle(base, token, "check.ipynb"): break
                     time.sleep(0.5)
                 else: pytest.fail("the notebook's kernel never became idle")
-                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=180_000)
+                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=HANG_GUARD_MS)
                 page.click(".jp-Notebook .jp-Cell .cm-content")
                 page.keyboard.press("Shift+Enter")
-                out = page.wait_for_selector(".jp-OutputArea-output:has-text('smrnb')", timeout=180_000).inner_text()
+                out = page.wait_for_selector(".jp-OutputArea-output:has-text('smrnb')", timeout=HANG_GUARD_MS).inner_text()
             except Exception:
                 page.screenshot(path=str(tmp_path / "jupyterlab-failed.png"))
                 raise AssertionError(f"JupyterLab: no output (screenshot {tmp_path / 'jupyterlab-failed.png'}); the page says "
